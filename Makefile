@@ -1,0 +1,62 @@
+# OAR Live: the two set-up commands of the README (`make iso`, `make test`) install what they
+# need on a fresh Debian 12 machine (apt packages when missing, the Python package in a venv).
+
+VENV     ?= .venv
+PYTHON   ?= python3
+RECIPE   ?= recipes/debian-bookworm-x86_64-oar-2.5-iso.yaml
+BUILD_ARGS ?=
+PYTEST_ARGS ?=
+
+# Host tools the builder calls (mmdebstrap, squashfs, ISO, disk images, boot loaders).
+BUILD_DEBS = mmdebstrap squashfs-tools xorriso isolinux syslinux-common syslinux-efi \
+	grub-efi-amd64-bin grub-pc-bin grub-common mtools dosfstools qemu-utils fdisk e2fsprogs \
+	zstd python3-venv python3-pip
+# What the tests add: qemu to boot images, PXE pieces, and a real PostgreSQL + OAR server.
+TEST_DEBS = $(BUILD_DEBS) qemu-system-x86 ovmf ipxe-qemu dnsmasq-base pxelinux iproute2 \
+	postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl
+
+.PHONY: iso test unit lint bench host-build-deps host-test-deps venv clean
+
+define apt_missing
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing host packages:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+host-build-deps:
+	$(call apt_missing,$(BUILD_DEBS))
+
+host-test-deps:
+	$(call apt_missing,$(TEST_DEBS))
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Build the default OAR live ISO (oar-live.iso and its manifest land in out/).
+iso: host-build-deps venv
+	$(VENV)/bin/build-iso $(RECIPE) $(BUILD_ARGS)
+
+# The whole test suite: unit, integration (real bash, chroot, mmdebstrap, PostgreSQL, OAR)
+# and end-to-end (build the ISO, boot it under qemu).
+test: host-test-deps venv lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(VENV)/bin/pytest -m 'not integration and not e2e' $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check builder autoconf boot tests bench
+
+bench: host-test-deps venv
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Host side of OAR Live: the recipe engine behind build-iso."""
