@@ -1,0 +1,365 @@
+"""The agent's effective configuration: defaults < image YAML < medium YAML < kernel `oar.*` keys.
+
+Every layer is user input, so nothing here raises on it: an unknown key or a bad value becomes
+one warning line (the agent prints it on the console) and the value from the layer below is kept
+(the built-in default when no lower layer set it). Prompt answers are the last layer; the agent
+adds them with `Config.answered()`. The result is written once to /run/oar-live/config.json,
+which every later stage reads with `read_config()`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+REGISTRY_PORT = 6680  # tcp: the registration service (autoconf.registry)
+BEACON_PORT = 6681  # udp: the discovery beacon (autoconf.beacon)
+
+IMAGE_CONFIG = Path("etc/oar-live/config.yaml")  # written into the image at build time
+MEDIUM_CONFIG = Path("run/live/medium/oar-live.yaml")  # on the boot medium, editable by users
+KERNEL_CMDLINE = Path("proc/cmdline")
+CONFIG_JSON = Path("run/oar-live/config.json")
+
+MAX_TIMEOUT = 3600
+MAX_NBMIN = 100_000
+
+
+class Role(StrEnum):
+    ASK = "ask"
+    SERVER = "server"
+    NODE = "node"
+    SOLO = "solo"
+    AUTO = "auto"
+
+
+class Source(StrEnum):
+    """Where a setting's value came from (shown by `oar-autoconf config`)."""
+
+    DEFAULT = "default"
+    IMAGE = "image"
+    MEDIUM = "medium"
+    CMDLINE = "cmdline"
+    PROMPT = "prompt"
+    AUTO = "auto"  # resolved by the agent itself (role `auto`: the beacon answered or not)
+
+
+class ConfigError(Exception):
+    """config.json is missing or unreadable (later stages cannot guess the boot's decisions)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    role: Role = Role.ASK
+    server: str | None = None
+    keymap: str = "us"
+    timeout: int = 10
+    nbmin: int = 1
+    token: str = ""
+    pxe: bool = False
+    net: str | None = None
+    autoconf: bool = True
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, Source.DEFAULT.value)
+
+    def answered(self, source: Source = Source.PROMPT, **values: Any) -> Config:
+        """A copy with `values` set and their source recorded (prompt answers, auto role)."""
+        sources = dict(self.sources)
+        sources.update({key: source.value for key in values})
+        return replace(self, **values, sources=MappingProxyType(sources))
+
+    def server_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) of the registration service from `server`, or None when unknown."""
+        if self.server is None:
+            return None
+        if _has_port(self.server):
+            host, _, port = self.server.rpartition(":")
+            return host.strip("[]"), int(port)
+        return self.server.strip("[]"), REGISTRY_PORT
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
+        data["role"] = self.role.value
+        data["sources"] = {key: self.source(key) for key in SETTINGS}
+        return data
+
+
+def _has_port(server: str) -> bool:
+    if server.startswith("["):
+        return "]:" in server
+    return server.count(":") == 1
+
+
+# ---- value parsers: text -> value, or ValueError with the reason a user reads -----------------
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
+
+
+def _role(text: str) -> Role:
+    try:
+        return Role(text.lower())
+    except ValueError:
+        raise ValueError(f"not one of {', '.join(r.value for r in Role)}") from None
+
+
+def _server(text: str) -> str:
+    host, port = text, ""
+    if _has_port(text):
+        host, _, port = text.rpartition(":")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("the port must be a number from 1 to 65535")
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        if host.startswith("[") or not _HOSTNAME_RE.match(bare):
+            raise ValueError("not an IP address, IP:PORT or host name") from None
+    return text
+
+
+def _keymap(text: str) -> str:
+    if not _NAME_RE.match(text) or len(text) > 64:
+        raise ValueError("not a keymap name")
+    return text
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"not a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("not 0 or 1")
+
+
+def _token(text: str) -> str:
+    if not _TOKEN_RE.match(text):
+        raise ValueError("a token is 1 to 256 printable characters without spaces")
+    return text
+
+
+def _net(text: str) -> str:
+    if "/" in text:
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError("not a CIDR network such as 10.0.0.0/24") from None
+    if not _IFNAME_RE.match(text):
+        raise ValueError("not an interface name or a CIDR network")
+    return text
+
+
+SETTINGS: dict[str, Callable[[str], Any]] = {
+    "role": _role,
+    "server": _server,
+    "keymap": _keymap,
+    "timeout": _integer(0, MAX_TIMEOUT),
+    "nbmin": _integer(0, MAX_NBMIN),
+    "token": _token,
+    "pxe": _boolean,
+    "net": _net,
+    "autoconf": _boolean,
+}
+FLAGS = ("pxe", "autoconf")  # a bare `oar.pxe` on the kernel line means 1
+
+
+def parse_value(key: str, text: str) -> Any:
+    """The typed value of setting `key` from its text; ValueError says why it is refused."""
+    return SETTINGS[key](text.strip())
+
+
+# ---- layers ------------------------------------------------------------------------------------
+
+
+def read_cmdline(root: Path = Path("/")) -> str:
+    """The kernel command line of the machine under `root` ("" when unreadable)."""
+    try:
+        return (root / KERNEL_CMDLINE).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def cmdline_words(cmdline: str) -> list[str]:
+    """Split a kernel command line like the kernel does (double quotes group words)."""
+    try:
+        return shlex.split(cmdline)
+    except ValueError:  # an unbalanced quote: the kernel would still pass the words on
+        return cmdline.split()
+
+
+def cmdline_params(cmdline: str) -> dict[str, str | None]:
+    """`key=value` words of a kernel command line (last one wins); bare words map to None."""
+    params: dict[str, str | None] = {}
+    for word in cmdline_words(cmdline):
+        if word == "--":  # what follows belongs to init
+            break
+        key, sep, value = word.partition("=")
+        params[key] = value if sep else None
+    return params
+
+
+def _layer_from_cmdline(cmdline: str, warnings: list[str]) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for key, value in cmdline_params(cmdline).items():
+        if not key.startswith("oar."):
+            continue
+        name = key[len("oar."):]
+        if name not in SETTINGS:
+            warnings.append(f"kernel command line: unknown key {key} ignored "
+                            f"(known: {', '.join('oar.' + k for k in SETTINGS)})")
+            continue
+        if value is None:
+            if name not in FLAGS:
+                warnings.append(f"kernel command line: {key} needs a value ({key}=...); ignored")
+                continue
+            value = "1"
+        raw[name] = value
+    return raw
+
+
+def _layer_from_yaml(path: Path, label: str, warnings: list[str]) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        warnings.append(f"{label} {path}: cannot read it ({exc.strerror}); ignored")
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        warnings.append(f"{label} {path}: not valid YAML{at}; ignored")
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        warnings.append(f"{label} {path}: expected `key: value` lines; ignored")
+        return {}
+    raw: dict[str, str] = {}
+    for key, value in data.items():
+        name = str(key).removeprefix("oar.")
+        if name not in SETTINGS:
+            warnings.append(f"{label} {path}: unknown key {key!s} ignored")
+            continue
+        if isinstance(value, bool):
+            raw[name] = "1" if value else "0"
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            raw[name] = str(value)
+        else:
+            warnings.append(f"{label} {path}: {key}: expected a single value; ignored")
+    return raw
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return "(none)" if value is None else str(value)
+
+
+def load_config(root: Path = Path("/"), cmdline: str | None = None) -> tuple[Config, list[str]]:
+    """The effective configuration before prompts, and the warnings for the console."""
+    warnings: list[str] = []
+    layers = [
+        (Source.IMAGE, "image config", _layer_from_yaml(root / IMAGE_CONFIG, "image config",
+                                                        warnings)),
+        (Source.MEDIUM, "boot medium", _layer_from_yaml(root / MEDIUM_CONFIG, "boot medium",
+                                                        warnings)),
+        (Source.CMDLINE, "kernel command line",
+         _layer_from_cmdline(read_cmdline(root) if cmdline is None else cmdline, warnings)),
+    ]
+    config = Config()
+    values: dict[str, Any] = {}
+    sources = {name: Source.DEFAULT.value for name in SETTINGS}
+    for source, label, raw in layers:
+        for name, text in raw.items():
+            try:
+                values[name] = parse_value(name, text)
+                sources[name] = source.value
+            except ValueError as exc:
+                kept = values.get(name, getattr(config, name))
+                origin = sources[name]
+                shown = f"oar.{name}" if source is Source.CMDLINE else name
+                if name == "token":
+                    text = "***"
+                warnings.append(f"{label}: {shown}={text}: {exc}; using "
+                                f"{'***' if name == 'token' else _describe(kept)} ({origin})")
+    return replace(config, **values, sources=MappingProxyType(sources)), warnings
+
+
+# ---- config.json: what later stages read --------------------------------------------------------
+
+
+def write_config(config: Config, root: Path = Path("/")) -> Path:
+    """Write root/run/oar-live/config.json (mode 0600: it holds the cluster token)."""
+    path = root / CONFIG_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(config.to_json(), out, indent=2, sort_keys=True)
+        out.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def config_from_json(data: Any) -> Config:
+    """A Config from its JSON form; ValueError names the first bad field."""
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    values: dict[str, Any] = {}
+    for name in SETTINGS:
+        if name not in data or data[name] is None:
+            continue
+        value = data[name]
+        text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        try:
+            values[name] = parse_value(name, text)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    raw_sources = data.get("sources") or {}
+    if not isinstance(raw_sources, dict):
+        raise ValueError("sources: expected an object")
+    sources = {str(k): str(v) for k, v in raw_sources.items() if k in SETTINGS}
+    return Config(**values, sources=MappingProxyType(sources))
+
+
+def read_config(root: Path = Path("/")) -> Config:
+    """The configuration the boot decided (root/run/oar-live/config.json)."""
+    path = root / CONFIG_JSON
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: has `oar-autoconf boot` run?") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is unreadable: {exc}") from None
+    try:
+        return config_from_json(data)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
