@@ -69,7 +69,10 @@ class Config:
     pxe: bool = False
     net: str | None = None
     autoconf: bool = True
-    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # where each value came from; not part of equality (two configs with the same settings are
+    # the same configuration wherever the values came from)
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}),
+                                       compare=False)
 
     def source(self, key: str) -> str:
         return self.sources.get(key, Source.DEFAULT.value)

@@ -162,6 +162,7 @@ def test_write_then_read_round_trips_and_is_private(tmp_path):
     assert data["sources"]["token"] == "cmdline"
     again = read_config(tmp_path)
     assert again == config
+    assert dict(again.sources) == dict(config.sources)
     assert again.source("keymap") == "cmdline"
 
 
