@@ -1,0 +1,444 @@
+"""What this machine is, read through a root prefix: CPUs, memory, interfaces, stable hostname.
+
+Everything comes from files under `root` (root/sys, root/proc), so tests feed fake trees. The
+one exception is interface addresses: the kernel exposes them through netlink, not files, so on
+the real root ("/") they come from netifaces (psutil as a fallback), and in a fake root from
+sys/class/net/<if>/test_addresses (one CIDR a line), a file that exists only in fake trees.
+
+The result, `Detection`, is also the registration payload a node posts to the server, hence
+`to_json()` / `from_json()` (which validates the shape of what a peer sent).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoconf.config import cmdline_params, read_cmdline
+
+CPU_DIR = Path("sys/devices/system/cpu")
+NET_DIR = Path("sys/class/net")
+MEMINFO = Path("proc/meminfo")
+ROUTES = Path("proc/net/route")
+PRODUCT_UUID = Path("sys/class/dmi/id/product_uuid")
+MACHINE_ID = Path("etc/machine-id")
+FAKE_ADDRESSES = "test_addresses"
+
+HOSTNAME_RE = re.compile(r"^node-[0-9a-f]{12}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+MAX_CPUS = 8192
+_NO_MAC = "00:00:00:00:00:00"
+_BOGUS_UUIDS = {"0" * 32, "f" * 32, "03000200040005000006000700080009"}
+
+
+class DetectionError(Exception):
+    """The machine cannot be described (no CPU, no memory figure): nothing sensible to register."""
+
+
+@dataclass(frozen=True)
+class Cpu:
+    cpu: int  # N of /sys/devices/system/cpu/cpuN (online only): OAR's cpuset id
+    socket: int  # physical_package_id; -1 when the kernel does not know it
+    core: int  # core_id, numbered within the socket (may have gaps)
+    thread: int  # index of this logical CPU among its core's hyperthreads (0, 1, ...)
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    mac: str
+    addresses: tuple[str, ...]  # "10.0.0.5/24", IPv4 first
+
+
+@dataclass(frozen=True)
+class Detection:
+    hostname: str
+    mac: str | None
+    product_uuid: str | None
+    cpus: tuple[Cpu, ...]
+    mem_mib: int
+    interfaces: tuple[Interface, ...]
+    boot_interface: str | None
+
+    @property
+    def sockets(self) -> int:
+        return len({c.socket for c in self.cpus})
+
+    @property
+    def cores(self) -> int:
+        return len({(c.socket, c.core) for c in self.cpus})
+
+    def interface(self, name: str | None) -> Interface | None:
+        return next((i for i in self.interfaces if i.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "mac": self.mac,
+            "product_uuid": self.product_uuid,
+            "cpus": [
+                {"cpu": c.cpu, "socket": c.socket, "core": c.core, "thread": c.thread}
+                for c in self.cpus
+            ],
+            "mem_mib": self.mem_mib,
+            "interfaces": [
+                {"name": i.name, "mac": i.mac, "addresses": list(i.addresses)}
+                for i in self.interfaces
+            ],
+            "boot_interface": self.boot_interface,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Detection:
+        """Rebuild a Detection sent by a peer; ValueError names the first field that is wrong."""
+        obj = _mapping(data, "detection")
+        hostname = _text(obj, "hostname")
+        if not HOSTNAME_RE.match(hostname):
+            raise ValueError("hostname: expected node- and 12 lowercase hex digits")
+        mac = _optional_text(obj, "mac")
+        if mac is not None and not MAC_RE.match(mac):
+            raise ValueError("mac: expected aa:bb:cc:dd:ee:ff in lowercase")
+        uuid = _optional_text(obj, "product_uuid")
+        if uuid is not None and not re.fullmatch(r"[0-9a-f-]{32,36}", uuid):
+            raise ValueError("product_uuid: expected a UUID")
+        raw_cpus = obj.get("cpus")
+        if not isinstance(raw_cpus, list) or not 1 <= len(raw_cpus) <= MAX_CPUS:
+            raise ValueError(f"cpus: expected a list of 1 to {MAX_CPUS} CPUs")
+        cpus = []
+        for n, raw in enumerate(raw_cpus):
+            c = _mapping(raw, f"cpus[{n}]")
+            cpus.append(Cpu(
+                cpu=_integer(c, "cpu", 0, MAX_CPUS - 1, f"cpus[{n}]"),
+                socket=_integer(c, "socket", -1, MAX_CPUS - 1, f"cpus[{n}]"),
+                core=_integer(c, "core", 0, 1 << 20, f"cpus[{n}]"),
+                thread=_integer(c, "thread", 0, 255, f"cpus[{n}]"),
+            ))
+        if len({c.cpu for c in cpus}) != len(cpus):
+            raise ValueError("cpus: the same logical CPU id appears twice")
+        mem_mib = _integer(obj, "mem_mib", 1, 1 << 40, "detection")
+        raw_ifs = obj.get("interfaces")
+        if not isinstance(raw_ifs, list) or len(raw_ifs) > 256:
+            raise ValueError("interfaces: expected a list")
+        interfaces = []
+        for n, raw in enumerate(raw_ifs):
+            i = _mapping(raw, f"interfaces[{n}]")
+            name = _text(i, "name")
+            if not IFNAME_RE.match(name):
+                raise ValueError(f"interfaces[{n}].name: not an interface name")
+            imac = _text(i, "mac")
+            if not MAC_RE.match(imac):
+                raise ValueError(f"interfaces[{n}].mac: expected aa:bb:cc:dd:ee:ff")
+            addresses = i.get("addresses")
+            if not isinstance(addresses, list) or len(addresses) > 64:
+                raise ValueError(f"interfaces[{n}].addresses: expected a list")
+            for a in addresses:
+                try:
+                    if not isinstance(a, str) or "/" not in a:
+                        raise ValueError
+                    ipaddress.ip_interface(a)
+                except ValueError:
+                    raise ValueError(
+                        f"interfaces[{n}].addresses: {a!r} is not ADDRESS/PREFIX") from None
+            interfaces.append(Interface(name, imac, tuple(addresses)))
+        boot = _optional_text(obj, "boot_interface")
+        if boot is not None and boot not in {i.name for i in interfaces}:
+            raise ValueError("boot_interface: not one of the interfaces")
+        return cls(hostname, mac, uuid, tuple(cpus), mem_mib, tuple(interfaces), boot)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected an object")
+    return value
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string")
+    return value
+
+
+def _optional_text(obj: dict[str, Any], key: str) -> str | None:
+    return None if obj.get(key) is None else _text(obj, key)
+
+
+def _integer(obj: dict[str, Any], key: str, low: int, high: int, where: str) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{where}.{key}: expected a whole number from {low} to {high}")
+    return value
+
+
+# ---- reading the tree ---------------------------------------------------------------------------
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """The kernel's CPU list format ("0-3,5,8-9") as sorted ids; "" gives []."""
+    ids: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        ids.update(range(int(low), int(high or low) + 1))
+    return sorted(ids)
+
+
+def online_cpus(root: Path) -> list[int]:
+    """Logical CPUs that are online (root/sys/devices/system/cpu/online, else each cpuN/online)."""
+    text = _read(root / CPU_DIR / "online")
+    if text is not None:
+        try:
+            return parse_cpu_list(text)
+        except ValueError:
+            pass
+    ids = []
+    for entry in (root / CPU_DIR).glob("cpu[0-9]*"):
+        if entry.name[3:].isdigit() and _read(entry / "online") in (None, "1"):
+            ids.append(int(entry.name[3:]))
+    return sorted(ids)
+
+
+def cpu_topology(root: Path = Path("/")) -> tuple[Cpu, ...]:
+    """Online logical CPUs with their socket, core and hyperthread index, by CPU id."""
+    cpus = []
+    for n in online_cpus(root):
+        topo = root / CPU_DIR / f"cpu{n}" / "topology"
+        socket = _int_or(_read(topo / "physical_package_id"), -1)
+        core = _int_or(_read(topo / "core_id"), n)
+        siblings_text = _read(topo / "thread_siblings_list")
+        try:
+            siblings = parse_cpu_list(siblings_text) if siblings_text else [n]
+        except ValueError:
+            siblings = [n]
+        thread = siblings.index(n) if n in siblings else 0
+        cpus.append(Cpu(cpu=n, socket=socket, core=max(core, 0), thread=thread))
+    if not cpus:
+        raise DetectionError(f"no online CPU found under {root / CPU_DIR}")
+    return tuple(cpus)
+
+
+def _int_or(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
+
+
+def memory_mib(root: Path = Path("/")) -> int:
+    """MemTotal in MiB (KiB // 1024, so OAR's GiB figure can be derived exactly)."""
+    text = _read(root / MEMINFO) or ""
+    match = re.search(r"^MemTotal:\s+(\d+)\s*kB", text, re.MULTILINE)
+    if not match:
+        raise DetectionError(f"no MemTotal line in {root / MEMINFO}")
+    return int(match.group(1)) // 1024
+
+
+def _normal_mac(text: str | None) -> str | None:
+    if text is None:
+        return None
+    mac = text.strip().lower()
+    return mac if MAC_RE.match(mac) and mac != _NO_MAC else None
+
+
+def _real_addresses(name: str) -> tuple[str, ...]:
+    """Addresses of a host interface from netlink, via netifaces (psutil as a fallback)."""
+    found: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+    try:
+        import netifaces
+
+        groups = netifaces.ifaddresses(name)
+        entries = [(e.get("addr"), e.get("netmask"))
+                   for family in (netifaces.AF_INET, netifaces.AF_INET6)
+                   for e in groups.get(family, [])]
+    except (ImportError, ValueError):
+        try:
+            import psutil
+        except ImportError:
+            return ()
+        entries = [(a.address, a.netmask) for a in psutil.net_if_addrs().get(name, [])]
+    for addr, mask in entries:
+        if not addr or not mask:
+            continue
+        addr = addr.split("%")[0]
+        mask = mask.split("/")[-1] if "/" in mask else mask
+        try:
+            iface = ipaddress.ip_interface(f"{addr}/{mask}")
+        except ValueError:
+            continue
+        found.append(iface)
+    return _ordered(found)
+
+
+def _ordered(found: list[Any]) -> tuple[str, ...]:
+    usable = [i for i in found if not i.ip.is_link_local]
+    usable.sort(key=lambda i: i.version)  # IPv4 first, kernel order otherwise
+    return tuple(dict.fromkeys(str(i) for i in usable))
+
+
+def _fake_addresses(path: Path) -> tuple[str, ...]:
+    found = []
+    for line in (_read(path) or "").splitlines():
+        try:
+            found.append(ipaddress.ip_interface(line.strip()))
+        except ValueError:
+            continue
+    return _ordered(found)
+
+
+def interfaces(root: Path = Path("/")) -> tuple[Interface, ...]:
+    """Interfaces with a MAC address (not lo), physical ones first, each group by name."""
+    net = root / NET_DIR
+    try:
+        entries = sorted(net.iterdir())
+    except OSError:
+        return ()
+    real_root = root.resolve() == Path("/")
+    found = []
+    for entry in entries:
+        mac = _normal_mac(_read(entry / "address"))
+        if entry.name == "lo" or mac is None:
+            continue
+        if real_root:
+            addresses = _real_addresses(entry.name)
+        else:
+            addresses = _fake_addresses(entry / FAKE_ADDRESSES)
+        physical = (entry / "device").exists()
+        found.append((not physical, entry.name, Interface(entry.name, mac, addresses)))
+    found.sort(key=lambda item: item[:2])
+    return tuple(item[2] for item in found)
+
+
+def default_route_interface(root: Path = Path("/")) -> str | None:
+    """The interface of the IPv4 default route with the lowest metric (root/proc/net/route)."""
+    best: tuple[int, str] | None = None
+    for line in (_read(root / ROUTES) or "").splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 8 or cols[1] != "00000000" or cols[7] != "00000000":
+            continue
+        try:
+            flags, metric = int(cols[3], 16), int(cols[6])
+        except ValueError:
+            continue
+        if flags & 0x1 and (best is None or metric < best[0]):  # RTF_UP
+            best = (metric, cols[0])
+    return best[1] if best else None
+
+
+def pxe_boot_mac(cmdline: str) -> str | None:
+    """The MAC that PXE booted the machine (BOOTIF=01-aa-bb-cc-dd-ee-ff from pxelinux/iPXE)."""
+    value = cmdline_params(cmdline).get("BOOTIF") or ""
+    parts = value.lower().replace(":", "-").split("-")
+    if len(parts) == 7 and parts[0] == "01":  # 01 = Ethernet hardware type
+        parts = parts[1:]
+    return _normal_mac(":".join(parts)) if len(parts) == 6 else None
+
+
+def _in_net(iface: Interface, net: str) -> bool:
+    if "/" not in net:
+        return iface.name == net
+    network = ipaddress.ip_network(net, strict=False)
+    return any(ipaddress.ip_interface(a).ip in network for a in iface.addresses
+               if ipaddress.ip_interface(a).version == network.version)
+
+
+def boot_interface(found: tuple[Interface, ...], cmdline: str, default_route: str | None,
+                   net: str | None = None) -> str | None:
+    """PXE's BOOTIF, else the cluster network (`oar.net`), else the default route, else the
+    first interface (physical first)."""
+    names = {i.name for i in found}
+    mac = pxe_boot_mac(cmdline)
+    for iface in found:
+        if mac is not None and iface.mac == mac:
+            return iface.name
+    if net:
+        for iface in found:
+            if _in_net(iface, net):
+                return iface.name
+    if default_route in names:
+        return default_route
+    return found[0].name if found else None
+
+
+def product_uuid(root: Path = Path("/")) -> str | None:
+    """DMI product_uuid in lowercase, or None when absent or one of the known placeholders."""
+    text = _read(root / PRODUCT_UUID)
+    if not text:
+        return None
+    uuid = text.lower()
+    if not re.fullmatch(r"[0-9a-f-]{32,36}", uuid) or uuid.replace("-", "") in _BOGUS_UUIDS:
+        return None
+    return uuid
+
+
+def stable_hostname(mac: str | None, uuid: str | None, root: Path = Path("/")) -> str:
+    """node- + the 12 hex digits of the boot MAC, else of the DMI UUID, else of machine-id.
+
+    The machine-id of a live system is new at every boot: the last resort is not stable, which
+    is why the MAC and the DMI UUID come first.
+    """
+    for key in (mac, uuid, _read(root / MACHINE_ID)):
+        digits = re.sub(r"[^0-9a-f]", "", (key or "").lower())
+        if len(digits) >= 12:
+            return "node-" + digits[:12]
+    raise DetectionError("no MAC address, DMI product_uuid or machine-id to name this machine")
+
+
+def detect(root: Path = Path("/"), net: str | None = None, cmdline: str | None = None
+           ) -> Detection:
+    """Describe the machine under `root`; `net` is `oar.net` (interface name or CIDR)."""
+    found = interfaces(root)
+    boot = boot_interface(found, read_cmdline(root) if cmdline is None else cmdline,
+                          default_route_interface(root), net)
+    boot_iface = next((i for i in found if i.name == boot), None)
+    mac = boot_iface.mac if boot_iface else None
+    uuid = product_uuid(root)
+    return Detection(
+        hostname=stable_hostname(mac, uuid, root),
+        mac=mac,
+        product_uuid=uuid,
+        cpus=cpu_topology(root),
+        mem_mib=memory_mib(root),
+        interfaces=found,
+        boot_interface=boot,
+    )
+
+
+def cluster_address(d: Detection, net: str | None) -> str | None:
+    """The IPv4 address this machine has on the cluster network (no prefix), or None.
+
+    `net` as a CIDR picks the address inside it; as an interface name, that interface's;
+    without it, the boot interface's, then any interface's.
+    """
+    def ipv4(iface: Interface | None) -> list[ipaddress.IPv4Interface]:
+        if iface is None:
+            return []
+        return [a for a in map(ipaddress.ip_interface, iface.addresses)
+                if isinstance(a, ipaddress.IPv4Interface)]
+
+    if net and "/" in net:
+        network = ipaddress.ip_network(net, strict=False)
+        for iface in d.interfaces:
+            for a in ipv4(iface):
+                if a.ip in network:
+                    return str(a.ip)
+        return None
+    if net:
+        found = ipv4(d.interface(net))
+        return str(found[0].ip) if found else None
+    for iface in [d.interface(d.boot_interface), *d.interfaces]:
+        found = ipv4(iface)
+        if found:
+            return str(found[0].ip)
+    return None
