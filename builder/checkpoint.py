@@ -1,0 +1,118 @@
+"""Checkpoints: each macrostep's appliance layer, kept under a key of everything that made it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.compile import CompiledMacrostep
+from builder.variables import Variables
+
+KEY_LENGTH = 24
+_SKIP_DIRS = {"__pycache__", ".git", ".pytest_cache", ".ruff_cache", ".venv"}
+
+
+def project_root(recipe_dir: Path) -> Path:
+    """The tree whose files may feed a macrostep: the parent of a `recipes/` folder."""
+    recipe_dir = recipe_dir.resolve()
+    for parent in (recipe_dir, *recipe_dir.parents):
+        if parent.name == "recipes":
+            return parent.parent
+    return recipe_dir
+
+
+def tree_digest(path: Path) -> str:
+    """Content hash of a file, or of a directory's files, names, modes and symlinks."""
+    h = hashlib.sha256()
+    if path.is_file():
+        h.update(path.read_bytes())
+        return h.hexdigest()
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for name in sorted(filenames):
+            f = Path(dirpath) / name
+            rel = f.relative_to(path).as_posix()
+            h.update(rel.encode() + b"\0")
+            if f.is_symlink():
+                h.update(b"L" + os.readlink(f).encode())
+            else:
+                h.update(oct(f.stat().st_mode & 0o777).encode())
+                h.update(f.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def step_key(previous: str, compiled: CompiledMacrostep, variables: Variables,
+             root: Path) -> str:
+    """Hash of the previous key, the resolved commands and the host files they name.
+
+    `compiled` must come from variables whose path built-ins are placeholders, so the key does
+    not depend on where the work directory is.
+    """
+    h = hashlib.sha256()
+    h.update(previous.encode() + b"\0" + compiled.macro.name.encode() + b"\0")
+    h.update(compiled.body.encode())
+    for name in sorted(compiled.used_variables):
+        if name not in variables.raw:
+            continue
+        value = variables.resolve(name)
+        if not value.startswith("/"):
+            continue
+        target = Path(value)
+        try:
+            resolved = target.resolve()
+        except OSError:
+            continue
+        if resolved.exists() and resolved.is_relative_to(root) and resolved != root:
+            h.update(f"{name}={tree_digest(resolved)}".encode())
+    return h.hexdigest()[:KEY_LENGTH]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    key: str
+    layer: Path
+    env: Path
+
+
+class CheckpointStore:
+    """Layers saved after each macrostep, shared by every build under one workdir_base."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def _entry(self, key: str) -> Path:
+        return self.directory / key
+
+    def get(self, key: str) -> Checkpoint | None:
+        entry = self._entry(key)
+        if (entry / "complete").exists():
+            return Checkpoint(key, entry / "layer", entry / "env.sh")
+        return None
+
+    def save(self, key: str, layer: Path, env: Path, name: str) -> Checkpoint:
+        """Move a finished layer into the store (cheap: a rename on the same filesystem)."""
+        entry = self._entry(key)
+        if self.get(key):
+            shutil.rmtree(layer, ignore_errors=True)
+            return self.get(key)  # type: ignore[return-value]
+        if entry.exists():
+            shutil.rmtree(entry)
+        entry.mkdir(parents=True)
+        os.rename(layer, entry / "layer")
+        shutil.copy2(env, entry / "env.sh")
+        (entry / "meta.json").write_text(json.dumps({"macrostep": name}) + "\n")
+        (entry / "complete").touch()
+        return Checkpoint(key, entry / "layer", entry / "env.sh")
+
+    def clear(self) -> int:
+        """Remove every checkpoint; returns how many there were."""
+        if not self.directory.exists():
+            return 0
+        count = sum(1 for p in self.directory.iterdir() if p.is_dir())
+        shutil.rmtree(self.directory)
+        return count

@@ -1,0 +1,343 @@
+"""Load a recipe and its macrostep files into a validated, immutable plan of commands."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from builder.errors import RecipeError
+from builder.yamlpos import PosDict, PosList, line_of, load_yaml
+
+MANDATORY_GLOBALS = ("distrib", "arch", "output", "workdir_base")
+BUILTIN_VARIABLES = ("workdir", "build_dir", "recipe_dir", "recipe_name", "cwd", "python")
+# A failing microstep is also encoded in the script's exit status (1..MAX_MICROSTEPS), so a
+# macrostep cannot hold more microsteps than that; statuses above are left to bash and signals.
+MAX_MICROSTEPS = 120
+PROJECT_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_BASH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CommandKind(StrEnum):
+    CHECK_CMD = "check_cmd"
+    CHECK_APPLIANCE_CMD = "check_appliance_cmd"
+    EXEC_CURRENT = "exec_current"
+    EXEC_APPLIANCE = "exec_appliance"
+    EXEC_CHROOT = "exec_chroot"
+    APPEND_FILE = "append_file"
+    WRITE_FILE = "write_file"
+    SET_VAR = "set_var"
+
+    @property
+    def takes_pair(self) -> bool:
+        return self in (CommandKind.APPEND_FILE, CommandKind.WRITE_FILE, CommandKind.SET_VAR)
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: CommandKind
+    args: tuple[str, ...]  # one item, or two for append_file / write_file / set_var
+    path: Path
+    line: int
+
+    @property
+    def first_line(self) -> str:
+        """What a user recognises in a failure report: the command and its first line."""
+        if self.kind.takes_pair:
+            return f"{self.kind}: {self.args[0]}"
+        first = next((ln.strip() for ln in self.args[0].splitlines() if ln.strip()), "")
+        return f"{self.kind}: {first}"
+
+
+@dataclass(frozen=True)
+class Microstep:
+    name: str
+    commands: tuple[Command, ...]
+    path: Path
+    line: int
+
+
+@dataclass(frozen=True)
+class Macrostep:
+    name: str
+    microsteps: tuple[Microstep, ...]
+    path: Path          # the macrostep file
+    line: int           # its entry in the recipe's steps list
+    checkpoint: bool = True
+
+    def index_of(self, micro: str) -> int:
+        for i, m in enumerate(self.microsteps):
+            if m.name == micro:
+                return i
+        raise KeyError(micro)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    name: str
+    variables: dict[str, Any]          # global values as written (after --set), with positions
+    variable_lines: dict[str, int]
+    macrosteps: tuple[Macrostep, ...]
+    search_path: tuple[Path, ...] = field(default=())
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    def macrostep(self, name: str) -> Macrostep:
+        for m in self.macrosteps:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """`key=value` from --set; a bad shape is a one-line error."""
+    key, sep, value = text.partition("=")
+    if not sep or not _NAME.match(key):
+        raise RecipeError(f"--set expects key=value, got '{text}'")
+    return key, value
+
+
+def load_recipe(path: Path, overrides: dict[str, str] | None = None) -> Recipe:
+    path = path.resolve() if path.exists() else path
+    if not path.is_file():
+        raise RecipeError("recipe not found", path)
+    doc = load_yaml(path)
+    if not isinstance(doc, PosDict):
+        raise RecipeError("a recipe is a mapping with 'global' and 'steps'", path, line_of(doc, 1))
+    for key in doc:
+        if key not in ("global", "steps"):
+            raise RecipeError(f"unknown recipe section '{key}' (expected 'global' and 'steps')",
+                              path, doc.key_lines[key])
+    glob = doc.get("global")
+    if not isinstance(glob, PosDict):
+        raise RecipeError("missing or malformed 'global' mapping", path,
+                          doc.key_lines.get("global", 1))
+    variables: dict[str, Any] = dict(glob)
+    lines = dict(glob.key_lines)
+    for name in variables:
+        if name in BUILTIN_VARIABLES:
+            raise RecipeError(f"'{name}' is a built-in variable and cannot be set by a recipe",
+                              path, lines[name])
+        if not _NAME.match(name):
+            raise RecipeError(f"invalid variable name '{name}'", path, lines[name])
+    for key, value in (overrides or {}).items():
+        if key not in variables:
+            known = ", ".join(sorted(variables))
+            raise RecipeError(f"--set {key}: the recipe has no variable '{key}' (it has: {known})",
+                              path)
+        variables[key] = _override_value(value)
+    missing = [k for k in MANDATORY_GLOBALS if k not in variables]
+    if missing:
+        raise RecipeError(f"missing mandatory global variable(s): {', '.join(missing)}", path,
+                          glob.line)
+
+    distrib = str(variables["distrib"])
+    search = _search_path(path.parent, distrib)
+    steps = doc.get("steps")
+    if not isinstance(steps, PosList) or not steps:
+        raise RecipeError("'steps' must be a non-empty list of macrosteps", path,
+                          doc.key_lines.get("steps", 1))
+    macrosteps: list[Macrostep] = []
+    seen: set[str] = set()
+    for entry in steps:
+        macro = _load_macrostep_entry(entry, steps, path, search)
+        if macro.name in seen:
+            raise RecipeError(f"macrostep '{macro.name}' appears twice in steps", path, macro.line)
+        seen.add(macro.name)
+        macrosteps.append(macro)
+    return Recipe(path=path, name=path.stem, variables=variables, variable_lines=lines,
+                  macrosteps=tuple(macrosteps), search_path=search)
+
+
+def _override_value(value: str) -> Any:
+    """`--set output=iso,tgz` gives a list; anything else stays a string."""
+    if "," in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _search_path(recipe_dir: Path, distrib: str) -> tuple[Path, ...]:
+    candidates = [recipe_dir, recipe_dir / "steps" / distrib, recipe_dir / "steps" / "common",
+                  PROJECT_RECIPES / "steps" / distrib, PROJECT_RECIPES / "steps" / "common"]
+    out: list[Path] = []
+    for c in candidates:
+        if c not in out:
+            out.append(c)
+    return tuple(out)
+
+
+def _find_file(name: str, search: tuple[Path, ...], relative_to: Path | None = None) -> Path | None:
+    names = [name] if name.endswith((".yaml", ".yml")) else [f"{name}.yaml", f"{name}.yml"]
+    dirs = ([relative_to] if relative_to else []) + list(search)
+    for d in dirs:
+        for n in names:
+            candidate = d / n
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
+
+
+def _load_macrostep_entry(entry: Any, steps: PosList, path: Path,
+                          search: tuple[Path, ...]) -> Macrostep:
+    line = line_of(entry, steps.line)
+    selection: list[str] | None = None
+    checkpoint = True
+    if isinstance(entry, str):
+        name = str(entry)
+    elif isinstance(entry, PosDict) and len(entry) == 1:
+        name, options = next(iter(entry.items()))
+        line = entry.key_lines[name]
+        if isinstance(options, PosList):
+            selection = _names(options, path, "microstep")
+        elif isinstance(options, PosDict):
+            for key in options:
+                if key not in ("microsteps", "checkpoint"):
+                    raise RecipeError(f"unknown option '{key}' for macrostep '{name}' "
+                                      "(expected microsteps, checkpoint)", path,
+                                      options.key_lines[key])
+            if "microsteps" in options:
+                if not isinstance(options["microsteps"], PosList):
+                    raise RecipeError(f"'microsteps' of '{name}' must be a list", path,
+                                      options.key_lines["microsteps"])
+                selection = _names(options["microsteps"], path, "microstep")
+            if "checkpoint" in options:
+                if not isinstance(options["checkpoint"], bool):
+                    raise RecipeError(f"'checkpoint' of '{name}' must be true or false", path,
+                                      options.key_lines["checkpoint"])
+                checkpoint = options["checkpoint"]
+        elif options is not None:
+            raise RecipeError(f"macrostep '{name}' must map to a list of microsteps or options",
+                              path, line)
+    else:
+        raise RecipeError("a steps entry is a macrostep name or a one-key mapping", path, line)
+    if not _NAME.match(name):
+        raise RecipeError(f"invalid macrostep name '{name}'", path, line)
+    file = _find_file(name, search)
+    if file is None:
+        where = ", ".join(str(d) for d in search)
+        raise RecipeError(f"macrostep file '{name}.yaml' not found (searched: {where})", path, line)
+    microsteps = _load_microsteps(file, search, stack=())
+    by_name = {m.name: m for m in microsteps}
+    if selection is not None:
+        chosen = []
+        for item in selection:
+            if item not in by_name:
+                raise RecipeError(f"macrostep '{name}' has no microstep '{item}' "
+                                  f"(it has: {', '.join(by_name)})", path, line_of(item, line))
+            chosen.append(by_name[item])
+        microsteps = chosen
+    if len(microsteps) > MAX_MICROSTEPS:
+        raise RecipeError(f"macrostep '{name}' has {len(microsteps)} microsteps; at most "
+                          f"{MAX_MICROSTEPS} fit the failure status encoding: split it", path, line)
+    return Macrostep(name=name, microsteps=tuple(microsteps), path=file, line=line,
+                     checkpoint=checkpoint)
+
+
+def _names(items: PosList, path: Path, what: str) -> list[str]:
+    for item in items:
+        if not isinstance(item, str):
+            raise RecipeError(f"a {what} name must be a string, got {item!r}", path,
+                              line_of(item, items.line))
+    return list(items)
+
+
+def _load_microsteps(file: Path, search: tuple[Path, ...],
+                     stack: tuple[Path, ...]) -> list[Microstep]:
+    if file in stack:
+        chain = " -> ".join(p.name for p in (*stack, file))
+        raise RecipeError(f"include cycle: {chain}", stack[-1])
+    doc = load_yaml(file)
+    if doc is None:
+        return []
+    if not isinstance(doc, PosList):
+        raise RecipeError("a macrostep file is a list of microsteps", file, line_of(doc, 1))
+    out: list[Microstep] = []
+    names: set[str] = set()
+    for item in doc:
+        if not isinstance(item, PosDict) or len(item) != 1:
+            raise RecipeError("a microstep is a one-key mapping: name -> list of commands", file,
+                              line_of(item, doc.line))
+        name, body = next(iter(item.items()))
+        line = item.key_lines[name]
+        if name == "include":
+            if not isinstance(body, str):
+                raise RecipeError("include takes a file name", file, line)
+            target = _find_file(str(body), search, relative_to=file.parent)
+            if target is None:
+                raise RecipeError(f"included file '{body}' not found", file, line)
+            included = _load_microsteps(target, search, (*stack, file))
+        else:
+            if not _NAME.match(name):
+                raise RecipeError(f"invalid microstep name '{name}'", file, line)
+            included = [Microstep(name=name, commands=_load_commands(body, file, line),
+                                  path=file, line=line)]
+        for micro in included:
+            if micro.name in names:
+                raise RecipeError(f"microstep '{micro.name}' is defined twice", file, micro.line)
+            names.add(micro.name)
+            out.append(micro)
+    return out
+
+
+def _load_commands(body: Any, file: Path, line: int) -> tuple[Command, ...]:
+    if body is None:
+        return ()
+    if not isinstance(body, PosList):
+        raise RecipeError("a microstep is a list of commands", file, line)
+    commands = []
+    for item in body:
+        item_line = line_of(item, line)
+        if not isinstance(item, PosDict) or len(item) != 1:
+            raise RecipeError("a command is a one-key mapping such as 'exec_chroot: ...'", file,
+                              item_line)
+        key, arg = next(iter(item.items()))
+        item_line = item.key_lines[key]
+        try:
+            kind = CommandKind(key)
+        except ValueError:
+            known = ", ".join(k.value for k in CommandKind)
+            raise RecipeError(f"unknown command '{key}' (known: {known}, include)", file,
+                              item_line) from None
+        commands.append(Command(kind=kind, args=_command_args(kind, arg, file, item_line),
+                                path=file, line=item_line))
+    return tuple(commands)
+
+
+def _command_args(kind: CommandKind, arg: Any, file: Path, line: int) -> tuple[str, ...]:
+    if kind.takes_pair:
+        if not isinstance(arg, PosList) or len(arg) != 2:
+            raise RecipeError(f"{kind} takes a list of two items [{_pair_names(kind)}]", file, line)
+        first, second = arg
+        if not isinstance(first, str) or not first.strip():
+            raise RecipeError(f"{kind}: the first item must be a non-empty string", file, line)
+        if isinstance(second, (PosDict, PosList)):
+            raise RecipeError(f"{kind}: the second item must be text", file, line)
+        second = "" if second is None else _scalar_text(second)
+        if kind is CommandKind.SET_VAR and not _BASH_NAME.match(first):
+            raise RecipeError(f"set_var: '{first}' is not a valid variable name", file, line)
+        if kind is not CommandKind.SET_VAR and ".." in Path(first).parts:
+            raise RecipeError(f"{kind}: path '{first}' leaves the appliance", file, line)
+        return (str(first), second)
+    if isinstance(arg, (PosDict, PosList)) or arg is None:
+        raise RecipeError(f"{kind} takes one text argument", file, line)
+    text = _scalar_text(arg)
+    if kind in (CommandKind.CHECK_CMD, CommandKind.CHECK_APPLIANCE_CMD) and not re.match(
+            r"^[A-Za-z0-9_.+$@{}/-]+$", text):
+        raise RecipeError(f"{kind} takes a command name, got '{text}'", file, line)
+    return (text,)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _pair_names(kind: CommandKind) -> str:
+    return "name, value" if kind is CommandKind.SET_VAR else "path, content"
