@@ -1,0 +1,239 @@
+"""Render /etc/oar/oar.conf, the one OAR configuration every machine of the cluster shares.
+
+The file is Debian's shipped oar.conf (/usr/share/oar/oar-common/oar.conf) with the keys OAR
+Live needs edited in place (database, server name and port); every other line stays as Debian
+ships it. The server renders it and hands the same text to every node at registration.
+
+The two database passwords are generated once per image build and kept in
+/etc/oar-live/secrets.yaml (mode 0600, root only):
+
+    db_password: <48 hex digits>
+    db_password_ro: <48 hex digits>
+
+The image build creates that file (and the database with it) by running
+`python3 -m autoconf.oarconf --root DIR`; when the file is missing at boot the server generates
+it, so a database created at boot uses fresh passwords.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+__all__ = [
+    "OAR_CONF",
+    "OarConfError",
+    "OarSettings",
+    "Secrets",
+    "SECRETS_FILE",
+    "TEMPLATE",
+    "ensure_secrets",
+    "parse",
+    "read_secrets",
+    "render",
+    "render_for",
+    "write_oar_conf",
+]
+
+TEMPLATE = Path("usr/share/oar/oar-common/oar.conf")
+OAR_CONF = Path("etc/oar/oar.conf")
+SECRETS_FILE = Path("etc/oar-live/secrets.yaml")
+DB_PORT = 5432
+SERVER_PORT = 6666
+
+_LINE = re.compile(r'^(?P<key>[A-Z][A-Z0-9_]*)="(?P<value>[^"]*)"\s*$')
+# What may sit between double quotes in a bash file without being interpreted.
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+=, -]*$")
+_PASSWORD = re.compile(r"^[0-9a-f]{32,128}$")
+
+
+class OarConfError(Exception):
+    """oar.conf or the secrets file cannot be read, rendered or written."""
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The passwords of the OAR database users `oar` (read-write) and `oar_ro` (read-only)."""
+
+    db_password: str
+    db_password_ro: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(secrets.token_hex(24), secrets.token_hex(24))
+
+
+@dataclass(frozen=True)
+class OarSettings:
+    """The machine-independent values OAR Live puts into oar.conf."""
+
+    server_hostname: str
+    db_hostname: str
+    secrets: Secrets
+    db_port: int = DB_PORT
+    server_port: int = SERVER_PORT
+
+    def values(self) -> dict[str, str]:
+        return {
+            "DB_TYPE": "Pg",
+            "DB_HOSTNAME": self.db_hostname,
+            "DB_PORT": str(self.db_port),
+            "DB_BASE_NAME": "oar",
+            "DB_BASE_LOGIN": "oar",
+            "DB_BASE_PASSWD": self.secrets.db_password,
+            "DB_BASE_LOGIN_RO": "oar_ro",
+            "DB_BASE_PASSWD_RO": self.secrets.db_password_ro,
+            "SERVER_HOSTNAME": self.server_hostname,
+            "SERVER_PORT": str(self.server_port),
+        }
+
+
+def parse(text: str) -> dict[str, str]:
+    """The simple `KEY="value"` assignments of an oar.conf text (last one wins, like bash)."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if match:
+            found[match["key"]] = match["value"]
+    return found
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """`template` with the `KEY="..."` lines of `values` replaced in place, missing ones added."""
+    for key, value in values.items():
+        if not _SAFE_VALUE.match(value):
+            raise OarConfError(f"oar.conf: refusing unsafe value for {key}: {value!r}")
+    pending = dict(values)
+    lines = []
+    for line in template.splitlines():
+        match = _LINE.match(line)
+        if match and match["key"] in values:
+            key = match["key"]
+            if key not in pending:  # a second assignment of a key we set: drop it
+                continue
+            line = f'{key}="{pending.pop(key)}"'
+        lines.append(line)
+    lines.extend(f'{key}="{value}"' for key, value in pending.items())
+    return "\n".join(lines) + "\n"
+
+
+def render_for(settings: OarSettings, root: Path = Path("/")) -> str:
+    """The oar.conf text for `settings`, from Debian's shipped oar.conf under `root`."""
+    template = root / TEMPLATE
+    try:
+        text = template.read_text()
+    except OSError as exc:
+        raise OarConfError(
+            f"cannot read Debian's oar.conf template {template}: {exc.strerror} "
+            "(is oar-common installed?)"
+        ) from None
+    return render(text, settings.values())
+
+
+def read_secrets(root: Path = Path("/")) -> Secrets | None:
+    """The database passwords stored in the image, or None when there are none yet."""
+    path = root / SECRETS_FILE
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, yaml.YAMLError) as exc:
+        raise OarConfError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise OarConfError(f"{path}: expected a mapping with db_password and db_password_ro")
+    found = {key: str(data.get(key) or "") for key in ("db_password", "db_password_ro")}
+    for key, value in found.items():
+        if not _PASSWORD.match(value):
+            raise OarConfError(f"{path}: {key} must be 32 to 128 lowercase hex digits")
+    return Secrets(**found)
+
+
+def ensure_secrets(root: Path = Path("/")) -> tuple[Secrets, bool]:
+    """The stored database passwords, generated and stored first if missing; (secrets, changed)."""
+    existing = read_secrets(root)
+    if existing is not None:
+        return existing, False
+    generated = Secrets.generate()
+    path = root / SECRETS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        "# OAR database passwords, generated when this image was built. Keep private.\n"
+        f"db_password: {generated.db_password}\n"
+        f"db_password_ro: {generated.db_password_ro}\n"
+    )
+    _write_private(path, text)
+    return generated, True
+
+
+def write_oar_conf(text: str, root: Path = Path("/")) -> bool:
+    """Install `text` as root/etc/oar/oar.conf (mode 0600, owner oar) unless identical; changed?"""
+    path = root / OAR_CONF
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, text)
+    try:
+        _chown_to_oar(path, root)
+    except OSError as exc:
+        raise OarConfError(f"cannot give {path} to user oar: {exc.strerror}") from None
+    return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, readable by its owner only."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _chown_to_oar(path: Path, root: Path) -> None:
+    """Give `path` to the oar user of the system under `root`, as Debian's package does."""
+    if os.geteuid() != 0:
+        return
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) > 3 and fields[0] == "oar":
+            os.chown(path, int(fields[2]), 0)
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build time: store the database passwords (when missing) and write oar.conf under --root."""
+    parser = argparse.ArgumentParser(
+        prog="python3 -m autoconf.oarconf",
+        description="Generate the OAR database passwords (once) and write oar.conf.",
+    )
+    parser.add_argument("--root", type=Path, default=Path("/"))
+    parser.add_argument("--server-hostname", default="localhost")
+    parser.add_argument("--db-host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    try:
+        found, generated = ensure_secrets(args.root)
+        text = render_for(OarSettings(args.server_hostname, args.db_host, found), args.root)
+        changed = write_oar_conf(text, args.root)
+    except OarConfError as exc:
+        print(f"oar-autoconf: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"database passwords: {'generated' if generated else 'unchanged'}; "
+        f"oar.conf: {'changed' if changed else 'unchanged'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""What OAR knows about resources, and the OAR commands that change it.
+
+Reads go straight to the `resources` table as the read-only user `oar_ro` (one `psql` call
+returns every resource; far cheaper than one `oarnodes` Perl process per question). Writes go
+through OAR's own admin commands (`oarnodesetting`, `oarremoveresource`), always as argument
+lists. State changes are applied asynchronously by oar-server, hence `wait_for_state`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoconf import proc
+from autoconf.oarconf import OAR_CONF, parse
+
+__all__ = ["Oar", "OarError", "OarResource", "Runner"]
+
+Runner = Callable[..., object]
+
+_QUERY = (
+    "SELECT coalesce(json_agg(r ORDER BY r.resource_id), '[]') FROM ("
+    "SELECT resource_id, network_address, state, next_state, cpu, core, thread, cpuset, mem"
+    " FROM resources) r"
+)
+
+
+class OarError(Exception):
+    """OAR could not be read or did not do what was asked."""
+
+
+@dataclass(frozen=True)
+class OarResource:
+    """One row of OAR's resources table, the columns OAR Live cares about."""
+
+    resource_id: int
+    host: str
+    state: str
+    next_state: str
+    cpu: int | None
+    core: int | None
+    thread: int | None
+    cpuset: int
+    mem: int | None
+
+    @classmethod
+    def from_row(cls, row: dict) -> OarResource:
+        def number(key: str) -> int | None:
+            value = row.get(key)
+            return None if value is None else int(value)
+
+        return cls(
+            resource_id=int(row["resource_id"]),
+            host=str(row["network_address"]),
+            state=str(row["state"]),
+            next_state=str(row.get("next_state") or "UnChanged"),
+            cpu=number("cpu"),
+            core=number("core"),
+            thread=number("thread"),
+            cpuset=int(row.get("cpuset") or 0),
+            mem=number("mem"),
+        )
+
+    def value(self, name: str) -> str:
+        """The property `name` as the string `oarnodesetting -p name=...` would have set."""
+        value = self.host if name == "host" else getattr(self, name, None)
+        return "" if value is None else str(value)
+
+
+class Oar:
+    """The OAR installation described by an oar.conf (read at each call: it may be rewritten)."""
+
+    def __init__(self, conf: Path = Path("/") / OAR_CONF, run: Runner = proc.run) -> None:
+        self.conf = conf
+        self.run = run
+
+    def _db(self) -> dict[str, str]:
+        try:
+            values = parse(self.conf.read_text())
+        except OSError as exc:
+            raise OarError(f"cannot read {self.conf}: {exc.strerror}") from None
+        return values
+
+    def resources(self) -> list[OarResource]:
+        """Every resource OAR has, ordered by id."""
+        db = self._db()
+        argv = [
+            "psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
+            "-h", db.get("DB_HOSTNAME", "127.0.0.1"),
+            "-p", db.get("DB_PORT", "5432"),
+            "-U", db.get("DB_BASE_LOGIN_RO", "oar_ro"),
+            "-d", db.get("DB_BASE_NAME", "oar"),
+            "-c", _QUERY,
+        ]  # fmt: skip
+        env = {"PGPASSWORD": db.get("DB_BASE_PASSWD_RO", ""), "PGCONNECT_TIMEOUT": "10"}
+        try:
+            result = self.run(argv, env=env, timeout=60)
+        except proc.CommandError as exc:
+            raise OarError(f"cannot read OAR's resources: {exc}") from None
+        try:
+            rows = json.loads(result.stdout)
+            return [OarResource.from_row(row) for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+
+    def host_resources(self, host: str) -> list[OarResource]:
+        return [r for r in self.resources() if r.host == host]
+
+    def add(self, argv: Sequence[str]) -> None:
+        """Run one `oarnodesetting -a ...` argument list (see Resource.oarnodesetting_argv)."""
+        if list(argv[:2]) != ["oarnodesetting", "-a"]:
+            raise OarError(f"not an oarnodesetting -a command: {list(argv)!r}")
+        self._admin(argv)
+
+    def set_state(self, host: str, state: str) -> None:
+        """Ask oar-server to move every resource of `host` to `state` (without waiting for jobs)."""
+        self._admin(["oarnodesetting", "-n", "-s", state, "-h", host])
+
+    def remove(self, resource_id: int) -> None:
+        """Delete a Dead resource."""
+        self._admin(["oarremoveresource", str(resource_id)])
+
+    def wait_for_state(
+        self, host: str, state: str, timeout: float = 60.0, interval: float = 0.2
+    ) -> list[OarResource]:
+        """Poll until every resource of `host` is in `state`; its resources, or OarError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.host_resources(host)
+            if all(r.state == state for r in current):
+                return current
+            if time.monotonic() >= deadline:
+                states = sorted({r.state for r in current})
+                raise OarError(
+                    f"{host}: oar-server did not set {state} within {timeout:g} s "
+                    f"(still {', '.join(states)}; is oar-server running?)"
+                )
+            time.sleep(interval)
+
+    def _admin(self, argv: Sequence[str]) -> None:
+        try:
+            self.run(list(argv), timeout=120)
+        except proc.CommandError as exc:
+            raise OarError(str(exc)) from None

@@ -1,0 +1,595 @@
+"""The registration service: nodes post their detection, the server adds them to OAR once.
+
+HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
+
+- `POST /v1/register` `{"token", "detection", "address"}` -> 200 with the node's OAR hostname,
+  its resources, whether anything changed, the cluster's oar.conf and /etc/hosts lines;
+  401 for a wrong token, 400 `{"error": ...}` for anything malformed (nothing written then).
+- `GET /v1/nodes/<hostname>` -> 200 `{"hostname", "state", "resources"}` or 404.
+- `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node.
+  Both GETs need the header `X-OAR-Live-Token`.
+
+Registration is idempotent and serialised: OAR numbers new resources from MAX(resource_id) and
+cpu/core ids continue from the maxima in the database, so one lock covers read-compare-write.
+A host already in OAR with the same topology is left as it is (made Alive again); a host whose
+topology changed has its old resources set Dead, removed, and the new ones added.
+`oar-autoconf serve` runs the service and the discovery beacon in the foreground.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import json
+import re
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from autoconf import etchosts
+from autoconf.config import REGISTRY_PORT, ConfigError, read_config
+from autoconf.oarstate import Oar, OarError, OarResource
+
+__all__ = [
+    "MAX_BODY",
+    "BadRequest",
+    "Registry",
+    "RegistrySettings",
+    "ServerState",
+    "main",
+    "make_server",
+    "validate_registration",
+]
+
+MAX_BODY = 64 * 1024  # a 1024-CPU detection is ~60 KiB of JSON
+_DRAIN_LIMIT = 8 * 1024 * 1024  # read and discard up to this much of an oversized body
+SERVER_STATE = Path("run/oar-live/server.json")  # written by autoconf.server
+TOKEN_HEADER = "X-OAR-Live-Token"
+
+MAX_CPUS = 4096
+MAX_CPU_ID = 65535
+MAX_TOPOLOGY_ID = 65535
+MAX_THREADS_PER_CORE = 64
+MAX_MEM_MIB = 64 * 1024 * 1024  # 64 TiB
+MAX_INTERFACES = 64
+MAX_ADDRESSES = 64
+
+_NODE_NAME = re.compile(r"^node-[0-9a-f]{12}$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_UUID = re.compile(r"^[0-9A-Fa-f-]{1,64}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$")
+_REQUEST_KEYS = {"token", "detection", "address"}
+_DETECTION_KEYS = {
+    "hostname", "mac", "product_uuid", "cpus", "mem_mib", "interfaces", "boot_interface",
+}  # fmt: skip
+_CPU_KEYS = {"cpu", "socket", "core", "thread"}
+_INTERFACE_KEYS = {"name", "mac", "addresses"}
+
+
+class BadRequest(ValueError):
+    """A registration request that is malformed; the message says which field and why."""
+
+
+class Unauthorized(Exception):
+    """A request without the cluster's token."""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What the server role decided, for the registry: written to /run/oar-live/server.json."""
+
+    hostname: str  # the server's OAR/host name
+    address: str  # its IPv4 address on the cluster network
+    network: str  # the cluster network, CIDR
+    detection_hostname: str | None = None  # the name detection gave this machine (solo)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, root: Path = Path("/")) -> ServerState:
+        path = root / SERVER_STATE
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                hostname=str(data["hostname"]),
+                address=str(ipaddress.IPv4Address(data["address"])),
+                network=str(ipaddress.IPv4Network(data["network"], strict=False)),
+                detection_hostname=data.get("detection_hostname"),
+            )
+        except FileNotFoundError:
+            raise ConfigError(f"{path} does not exist: has the server role run?") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is unusable: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    token: str
+    server: ServerState
+    oar_conf: Path = Path("/etc/oar/oar.conf")
+    hosts_file: Path = Path("/etc/hosts")
+    state_timeout: float = 60.0  # how long oar-server may take to apply a state change
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.server.network, strict=False)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _fail(message: str) -> BadRequest:
+    return BadRequest(message)
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    if type(value) is not int:  # bool is an int subclass: refuse it too
+        raise _fail(f"{name} must be an integer")
+    if not low <= value <= high:
+        raise _fail(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _str(value: Any, name: str, pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"{name} must be a string")
+    if pattern is not None and not pattern.match(value):
+        raise _fail(f"{name} is not valid: {value[:80]!r}")
+    return value
+
+
+def _keys(value: Any, name: str, required: set[str], optional: Iterable[str] = ()) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(f"{name} must be a JSON object")
+    missing = required - value.keys()
+    if missing:
+        raise _fail(f"{name}: missing field {sorted(missing)[0]}")
+    unknown = value.keys() - required - set(optional)
+    if unknown:
+        raise _fail(f"{name}: unknown field {sorted(unknown)[0]}")
+    return value
+
+
+def check_token(body: Any, token: str) -> None:
+    """Raise Unauthorized unless the body carries the cluster token (constant-time compare)."""
+    given = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(given, str) or not token:
+        raise Unauthorized
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized
+
+
+def validate_registration(body: Any, settings: RegistrySettings) -> tuple[Any, str, str]:
+    """(Detection, OAR hostname, address) of a well-formed registration, else BadRequest."""
+    from autoconf.detect import Detection  # the agent's detection types (Helper A)
+
+    _keys(body, "request", _REQUEST_KEYS)
+    raw = _keys(body["detection"], "detection", _DETECTION_KEYS)
+    server = settings.server
+    hostname = _str(raw["hostname"], "detection.hostname")
+    if not (_NODE_NAME.match(hostname) or hostname == server.hostname):
+        raise _fail(f"detection.hostname must be node-<12 hex digits>, not {hostname[:80]!r}")
+    if raw["mac"] is not None:
+        _str(raw["mac"], "detection.mac", _MAC)
+    if raw["product_uuid"] is not None:
+        _str(raw["product_uuid"], "detection.product_uuid", _UUID)
+    _int(raw["mem_mib"], "detection.mem_mib", 1, MAX_MEM_MIB)
+    _validate_cpus(raw["cpus"])
+    names = _validate_interfaces(raw["interfaces"])
+    if raw["boot_interface"] is not None:
+        boot = _str(raw["boot_interface"], "detection.boot_interface", _IFNAME)
+        if boot not in names:
+            raise _fail(f"detection.boot_interface {boot!r} is not one of the interfaces")
+
+    address_text = _str(body["address"], "address")
+    try:
+        address = ipaddress.IPv4Address(address_text)
+    except ValueError:
+        raise _fail(f"address must be an IPv4 address, not {address_text[:80]!r}") from None
+    network = settings.network
+    if address not in network or (
+        network.prefixlen < 31 and address in (network.network_address, network.broadcast_address)
+    ):
+        raise _fail(f"address {address} is not a host of the cluster network {network}")
+
+    try:
+        detection = Detection.from_json(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _fail(f"detection: {exc}") from None
+    name = hostname
+    if server.detection_hostname and hostname == server.detection_hostname:
+        name = server.hostname  # solo: the server registers itself under its own name
+    return detection, name, str(address)
+
+
+def _validate_cpus(cpus: Any) -> None:
+    if not isinstance(cpus, list) or not 1 <= len(cpus) <= MAX_CPUS:
+        raise _fail(f"detection.cpus must be a list of 1 to {MAX_CPUS} processors")
+    seen_ids: set[int] = set()
+    seen_places: set[tuple[int, int, int]] = set()
+    for index, item in enumerate(cpus):
+        where = f"detection.cpus[{index}]"
+        cpu = _keys(item, where, _CPU_KEYS)
+        number = _int(cpu["cpu"], f"{where}.cpu", 0, MAX_CPU_ID)
+        place = (
+            _int(cpu["socket"], f"{where}.socket", -1, MAX_TOPOLOGY_ID),  # -1: no socket id
+            _int(cpu["core"], f"{where}.core", 0, MAX_TOPOLOGY_ID),
+            _int(cpu["thread"], f"{where}.thread", 0, MAX_THREADS_PER_CORE - 1),
+        )
+        if number in seen_ids:
+            raise _fail(f"{where}: cpuset id {number} appears twice")
+        if place in seen_places:
+            raise _fail(
+                f"{where}: socket {place[0]} core {place[1]} thread {place[2]} appears twice"
+            )
+        seen_ids.add(number)
+        seen_places.add(place)
+
+
+def _validate_interfaces(interfaces: Any) -> set[str]:
+    if not isinstance(interfaces, list) or len(interfaces) > MAX_INTERFACES:
+        raise _fail(f"detection.interfaces must be a list of at most {MAX_INTERFACES}")
+    names: set[str] = set()
+    for index, item in enumerate(interfaces):
+        where = f"detection.interfaces[{index}]"
+        interface = _keys(item, where, _INTERFACE_KEYS)
+        name = _str(interface["name"], f"{where}.name", _IFNAME)
+        if name in names:
+            raise _fail(f"{where}: interface {name} appears twice")
+        names.add(name)
+        if interface["mac"] is not None:
+            _str(interface["mac"], f"{where}.mac", _MAC)
+        addresses = interface["addresses"]
+        if not isinstance(addresses, list) or len(addresses) > MAX_ADDRESSES:
+            raise _fail(f"{where}.addresses must be a list of at most {MAX_ADDRESSES}")
+        for position, text in enumerate(addresses):
+            _str(text, f"{where}.addresses[{position}]")
+            try:
+                ipaddress.ip_interface(text)
+            except ValueError:
+                raise _fail(
+                    f"{where}.addresses[{position}] is not an address: {text[:80]!r}"
+                ) from None
+    return names
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+@dataclass
+class Registry:
+    """Registers nodes into OAR; safe to call from many threads."""
+
+    settings: RegistrySettings
+    oar: Oar = field(default_factory=Oar)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def register(self, detection: Any, host: str, address: str) -> dict[str, Any]:
+        """Make OAR hold exactly `detection`'s resources under `host`; the reply for the node."""
+        with self.lock:
+            current = self.oar.resources()
+            mine = [r for r in current if r.host == host]
+            kept = _unchanged(detection, host, mine)
+            if kept is not None:
+                if any(_needs_alive(r) for r in mine):
+                    self.oar.set_state(host, "Alive")
+                resources, changed = kept, False
+            else:
+                if mine:
+                    self._retire(host, mine)
+                others = [r for r in current if r.host != host]
+                resources = _plan(detection, host, others)
+                for resource in resources:
+                    self.oar.add(resource.oarnodesetting_argv())
+                changed = True
+            hosts = self._remember(host, address)
+        _log(
+            f"{host} ({address}): {len(resources)} resources, "
+            f"{'added' if changed else 'unchanged'}"
+        )
+        return {
+            "hostname": host,
+            "resources": [asdict(r) for r in resources],
+            "changed": changed,
+            "oar_conf": self.settings.oar_conf.read_text(),
+            "hosts": hosts,
+            "server_hostname": self.settings.server.hostname,
+        }
+
+    def _retire(self, host: str, resources: list[OarResource]) -> None:
+        """Set the host's resources Dead (oar-server applies it) and remove them."""
+        if any(r.state != "Dead" for r in resources):
+            self.oar.set_state(host, "Dead")
+            self.oar.wait_for_state(host, "Dead", timeout=self.settings.state_timeout)
+        for resource in resources:
+            self.oar.remove(resource.resource_id)
+        _log(f"{host}: topology changed, {len(resources)} old resources removed")
+
+    def _remember(self, host: str, address: str) -> str:
+        """Record host -> address in the server's /etc/hosts; the block's text."""
+        path = self.settings.hosts_file
+        try:
+            entries = etchosts.parse_block(path.read_text())
+        except FileNotFoundError:
+            entries = {}
+        server = self.settings.server
+        entries[server.hostname] = server.address
+        entries[host] = address
+        etchosts.write_block(entries, path)
+        return etchosts.render_block(entries)
+
+    def hosts(self) -> str:
+        """The /etc/hosts block of the cluster: the server and every registered node."""
+        try:
+            entries = etchosts.parse_block(self.settings.hosts_file.read_text())
+        except FileNotFoundError:
+            entries = {}
+        entries[self.settings.server.hostname] = self.settings.server.address
+        return etchosts.render_block(entries)
+
+    def node(self, host: str) -> dict[str, Any] | None:
+        """What OAR has for `host`, or None when it has nothing."""
+        mine = self.oar.host_resources(host)
+        if not mine:
+            return None
+        states = sorted({r.state for r in mine})
+        return {
+            "hostname": host,
+            "state": states[0] if len(states) == 1 else "Mixed",
+            "states": {str(r.resource_id): r.state for r in mine},
+            "resources": [_as_dict(r) for r in mine],
+        }
+
+
+def _plan(detection: Any, host: str, others: list[OarResource]) -> list[Any]:
+    """The resources for `host`, cpu/core/thread ids continuing from the other hosts' maxima."""
+    from autoconf.resources import plan_resources  # Helper A: mirrors oar_resources_init
+
+    def highest(name: str) -> int:
+        return max((getattr(r, name) or 0 for r in others), default=0)
+
+    return plan_resources(
+        detection, host, cpu_base=highest("cpu"), core_base=highest("core"),
+        thread_base=highest("thread"),
+    )  # fmt: skip
+
+
+def _unchanged(detection: Any, host: str, mine: list[OarResource]) -> list[Any] | None:
+    """The planned resources when OAR already holds exactly them for `host`, else None."""
+    if not mine:
+        return None
+    from autoconf.resources import plan_resources
+
+    def lowest(name: str) -> int:
+        values = [getattr(r, name) for r in mine if getattr(r, name) is not None]
+        return min(values) - 1 if values else 0
+
+    planned = plan_resources(
+        detection, host, cpu_base=lowest("cpu"), core_base=lowest("core"),
+        thread_base=lowest("thread"),
+    )  # fmt: skip
+    wanted = sorted(tuple(r.properties()) for r in planned)
+    names = [[name for name, _value in r.properties()] for r in planned]
+    have = sorted(
+        tuple((name, row.value(name)) for name in names[0]) for row in mine
+    ) if names else []  # fmt: skip
+    return planned if wanted == have else None
+
+
+def _needs_alive(r: OarResource) -> bool:
+    return r.state != "Alive" or r.next_state not in ("UnChanged", "Alive")
+
+
+def _as_dict(r: OarResource) -> dict[str, Any]:
+    return {
+        "resource_id": r.resource_id, "host": r.host, "cpu": r.cpu, "core": r.core,
+        "thread": r.thread, "cpuset": r.cpuset, "mem": r.mem, "state": r.state,
+    }  # fmt: skip
+
+
+def _log(message: str) -> None:
+    print(f"oar-live registry: {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = 15  # seconds a client may take per read: slow clients cannot pin threads
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # one line per registration is logged by Registry; errors below
+
+    def _reply(self, status: HTTPStatus, payload: Any, content_type: str = "application/json"):
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self._reply(status, {"error": message})
+
+    def _authorised(self) -> bool:
+        given = self.headers.get(TOKEN_HEADER, "")
+        token = self.server.registry.settings.token
+        if token and hmac.compare_digest(given.encode(errors="replace"), token.encode()):
+            return True
+        self._error(HTTPStatus.UNAUTHORIZED, "wrong or missing cluster token")
+        return False
+
+    def _body(self) -> bytes | None:
+        """The request body, or None after replying 400 (missing length, too large)."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, "chunked bodies are not accepted")
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, "a Content-Length header is required")
+            return None
+        if length < 0 or length > MAX_BODY:
+            self.close_connection = True
+            remaining = min(max(length, 0), _DRAIN_LIMIT)
+            while remaining > 0:  # let the client finish sending so it reads our answer
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+            self._error(HTTPStatus.BAD_REQUEST, f"body larger than {MAX_BODY} bytes")
+            return None
+        return self.rfile.read(length)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        if self.path != "/v1/register":
+            self.close_connection = True
+            self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {self.path[:80]}")
+            return
+        raw = self._body()
+        if raw is None:
+            return
+        registry = self.server.registry
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
+            return
+        try:
+            check_token(body, registry.settings.token)
+        except Unauthorized:
+            _log(f"refused a registration from {self.client_address[0]}: wrong token")
+            self._error(HTTPStatus.UNAUTHORIZED, "wrong or missing cluster token")
+            return
+        try:
+            detection, host, address = validate_registration(body, registry.settings)
+        except BadRequest as exc:
+            _log(f"refused a registration from {self.client_address[0]}: {exc}")
+            self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+        try:
+            reply = registry.register(detection, host, address)
+        except (OarError, OSError) as exc:
+            _log(f"registration of {host} failed: {exc}")
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"the server could not register: {exc}")
+            return
+        self._reply(HTTPStatus.OK, reply)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if not self._authorised():
+            return
+        registry = self.server.registry
+        try:
+            if self.path == "/v1/hosts":
+                self._reply(HTTPStatus.OK, registry.hosts().encode(), "text/plain; charset=utf-8")
+                return
+            if self.path.startswith("/v1/nodes/"):
+                host = self.path.removeprefix("/v1/nodes/")
+                if not (_NODE_NAME.match(host) or host == registry.settings.server.hostname):
+                    self._error(HTTPStatus.BAD_REQUEST, "not an OAR Live host name")
+                    return
+                answer = registry.node(host)
+                if answer is None:
+                    self._error(HTTPStatus.NOT_FOUND, f"{host} is not registered")
+                else:
+                    self._reply(HTTPStatus.OK, answer)
+                return
+        except (OarError, OSError) as exc:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+            return
+        self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: GET {self.path[:80]}")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], registry: Registry) -> None:
+        self.registry = registry
+        super().__init__(address, _Handler)
+
+
+def make_server(registry: Registry, host: str, port: int = REGISTRY_PORT) -> ThreadingHTTPServer:
+    """A bound (not yet serving) HTTP server for `registry`; port 0 picks a free port."""
+    return _Server((host, port), registry)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _start_beacon(state: ServerState, port: int, token: str) -> Any:
+    """Announce the registry on the cluster network (autoconf.beacon, Helper B2)."""
+    from autoconf import beacon
+
+    network = ipaddress.IPv4Network(state.network, strict=False)
+    if network.is_loopback:
+        return None  # a one-machine cluster without network: nobody to tell
+    sender = beacon.BeaconSender(
+        f"{state.address}:{port}",
+        beacon.cluster_id(token),
+        beacon.broadcast_address(f"{state.address}/{network.prefixlen}"),
+    )
+    return sender.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`oar-autoconf serve`: run the registration service and the beacon until stopped."""
+    parser = argparse.ArgumentParser(prog="oar-autoconf serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=REGISTRY_PORT)
+    parser.add_argument("--no-beacon", action="store_true", help="do not broadcast the beacon")
+    args = parser.parse_args(argv)
+    try:
+        config = read_config(args.root)
+        state = ServerState.read(args.root)
+    except ConfigError as exc:
+        print(f"oar-autoconf serve: {exc}", file=sys.stderr)
+        return 1
+    if not config.token:
+        print(
+            "oar-autoconf serve: no cluster token (the image's /etc/oar-live/config.yaml "
+            "or oar.token= sets it); refusing to accept registrations",
+            file=sys.stderr,
+        )
+        return 1
+    settings = RegistrySettings(
+        token=config.token,
+        server=state,
+        oar_conf=args.root / "etc/oar/oar.conf",
+        hosts_file=args.root / etchosts.HOSTS,
+    )
+    registry = Registry(settings, Oar(settings.oar_conf))
+    try:
+        server = make_server(registry, state.address, args.port)
+    except OSError as exc:
+        print(
+            f"oar-autoconf serve: cannot listen on {state.address}:{args.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    beacon_sender = None if args.no_beacon else _start_beacon(state, args.port, config.token)
+    _log(f"listening on {state.address}:{args.port} for the cluster network {state.network}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if beacon_sender is not None:
+            beacon_sender.stop()
+    return 0

@@ -1,0 +1,308 @@
+"""Server role: make this machine the OAR server of the cluster, one checked step at a time.
+
+Each step looks at what is there and changes only what differs, reporting `changed` or
+`unchanged`, so running the role twice (or after a crash) is safe:
+
+hostname, /etc/hosts, PostgreSQL on the cluster network, oar.conf, the OAR database,
+oar-server, OAR's resource properties, and the registration service with its beacon.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoconf import etchosts, oarconf, proc
+from autoconf.registry import SERVER_STATE, ServerState
+
+__all__ = [
+    "PROPERTIES",
+    "SERVER_HOSTNAME",
+    "ServerError",
+    "ServerHost",
+    "handle",
+    "ensure_database",
+    "ensure_oar_conf",
+    "ensure_oar_server",
+    "ensure_postgresql",
+    "ensure_properties",
+    "server_host",
+]
+
+SERVER_HOSTNAME = "oar-server"
+REGISTRY_UNIT = "oar-live-registry.service"
+PROPERTIES = ("cpu", "core", "thread", "mem", "host")  # host is a string property (-c)
+PG_CONF_DIR = Path("etc/postgresql")
+PG_DROPIN = "conf.d/oar-live.conf"
+HBA_BEGIN = "# BEGIN oar-live (managed by oar-autoconf)"
+HBA_END = "# END oar-live"
+LOOPBACK = "127.0.0.1/8"
+
+Runner = Callable[..., Any]
+
+
+class ServerError(Exception):
+    """A server step could not be completed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ServerHost:
+    """Where the server lives: its name and its address on the cluster network."""
+
+    hostname: str
+    interface: ipaddress.IPv4Interface  # address with the cluster network's prefix
+
+    @property
+    def address(self) -> str:
+        return str(self.interface.ip)
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return self.interface.network
+
+
+def say(step: str, changed: bool, detail: str = "") -> None:
+    """One console line per step: what it is and whether it changed anything."""
+    state = "changed" if changed else "unchanged"
+    print(f"  server: {step:<28} {state}{f' ({detail})' if detail else ''}", flush=True)
+
+
+def server_host(config: Any, detection: Any) -> ServerHost:
+    """The server's name and cluster address (loopback when the machine has no network)."""
+    from autoconf.detect import cluster_address
+
+    address = cluster_address(detection, config.net)
+    if address is None:
+        return ServerHost(SERVER_HOSTNAME, ipaddress.IPv4Interface(LOOPBACK))
+    for interface in detection.interfaces:
+        for text in interface.addresses:
+            found = ipaddress.ip_interface(text)
+            if isinstance(found, ipaddress.IPv4Interface) and str(found.ip) == address:
+                return ServerHost(SERVER_HOSTNAME, found)
+    return ServerHost(SERVER_HOSTNAME, ipaddress.IPv4Interface(f"{address}/32"))
+
+
+# ----------------------------------------------------------------------------- services
+
+
+def _systemd(root: Path) -> bool:
+    return (root / "run/systemd/system").is_dir()
+
+
+def service(name: str, action: str, root: Path = Path("/"), run: Runner = proc.run) -> bool:
+    """Run `action` (start, restart, reload, status) on a service; status: True when running."""
+    argv = ["systemctl", action, name] if _systemd(root) else ["service", name, action]
+    result = run(argv, check=action != "status", timeout=180)
+    return getattr(result, "returncode", 0) == 0
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def ensure_hostname(host: ServerHost, root: Path = Path("/"), run: Runner = proc.run) -> bool:
+    """/etc/hostname and the running hostname say the server's name."""
+    changed = False
+    path = root / "etc/hostname"
+    try:
+        current = path.read_text().strip()
+    except FileNotFoundError:
+        current = ""
+    if current != host.hostname:
+        path.write_text(host.hostname + "\n")
+        changed = True
+    running = run(["hostname"], timeout=10).stdout.strip()
+    if running != host.hostname:
+        run(["hostname", host.hostname], timeout=10)
+        changed = True
+    return changed
+
+
+def ensure_hosts(host: ServerHost, root: Path = Path("/")) -> bool:
+    """The managed block of /etc/hosts names the server (registered nodes are kept)."""
+    path = root / etchosts.HOSTS
+    try:
+        entries = etchosts.parse_block(path.read_text())
+    except FileNotFoundError:
+        entries = {}
+    entries[host.hostname] = host.address
+    return etchosts.write_block(entries, path)
+
+
+def _pg_main_dirs(root: Path) -> list[Path]:
+    dirs = sorted((root / PG_CONF_DIR).glob("*/main"), key=lambda p: p.parent.name)
+    if not dirs:
+        raise ServerError(
+            f"no PostgreSQL cluster under {root / PG_CONF_DIR} (is postgresql installed?)"
+        )
+    return dirs[-1:]  # the newest major version's cluster
+
+
+def _replace_block(text: str, lines: list[str]) -> str:
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.strip() == HBA_BEGIN:
+            inside = True
+        elif line.strip() == HBA_END:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join([*kept, "", HBA_BEGIN, *lines, HBA_END]) + "\n"
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
+def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = proc.run) -> bool:
+    """PostgreSQL listens on localhost and the cluster address only, lets the cluster's
+    network in as oar and oar_ro, and runs (restarted when its settings changed)."""
+    changed = False
+    listen = "localhost" if host.interface.ip.is_loopback else f"localhost,{host.address}"
+    network = host.network
+    for main in _pg_main_dirs(root):
+        dropin = (
+            "# Written by oar-autoconf: OAR nodes reach the database on the cluster network.\n"
+            f"listen_addresses = '{listen}'\n"
+        )
+        changed |= _write_if_changed(main / PG_DROPIN, dropin)
+        hba = main / "pg_hba.conf"
+        rules = [
+            f"host    oar             {user:<15} {network!s:<23} scram-sha-256"
+            for user in ("oar", "oar_ro")
+        ]
+        try:
+            current = hba.read_text()
+        except FileNotFoundError:
+            raise ServerError(f"{hba} is missing: the PostgreSQL cluster is broken") from None
+        changed |= _write_if_changed(hba, _replace_block(current, rules))
+    running = service("postgresql", "status", root, run) and _pg_ready(run)
+    if changed and running:
+        service("postgresql", "restart", root, run)  # listen_addresses needs a restart
+    elif not running:
+        service("postgresql", "start", root, run)
+        changed = True
+    _wait_pg_ready(run)
+    return changed
+
+
+def _pg_ready(run: Runner) -> bool:
+    result = run(["pg_isready", "-q", "-h", "127.0.0.1"], check=False, timeout=30)
+    return getattr(result, "returncode", 1) == 0
+
+
+def _wait_pg_ready(run: Runner, attempts: int = 60) -> None:
+    import time
+
+    for _ in range(attempts):
+        if _pg_ready(run):
+            return
+        time.sleep(0.5)
+    raise ServerError("PostgreSQL does not accept connections on 127.0.0.1 after starting it")
+
+
+def ensure_oar_conf(host: ServerHost, root: Path = Path("/")) -> bool:
+    """/etc/oar/oar.conf: Debian's file with our database, passwords and server name."""
+    secrets, generated = oarconf.ensure_secrets(root)
+    text = oarconf.render_for(oarconf.OarSettings(host.hostname, host.address, secrets), root)
+    return oarconf.write_oar_conf(text, root) or generated
+
+
+def ensure_database(run: Runner = proc.run) -> bool:
+    """The OAR database exists and is reachable: created only when `--check` fails."""
+    if run(["oar-database", "--check"], check=False, timeout=120).returncode == 0:
+        return False
+    try:
+        run(["oar-database", "--create", "--db-is-local"], timeout=600)
+    except proc.CommandError as exc:
+        raise ServerError(f"creating the OAR database failed: {exc}") from None
+    check = run(["oar-database", "--check"], check=False, timeout=120)
+    if check.returncode != 0:
+        raise ServerError(f"the OAR database is still not usable: {check.stdout.strip()}")
+    return True
+
+
+def ensure_oar_server(
+    root: Path = Path("/"), run: Runner = proc.run, restart: bool = False
+) -> bool:
+    """oar-server runs (restarted when oar.conf changed under it)."""
+    if service("oar-server", "status", root, run):
+        if restart:
+            service("oar-server", "restart", root, run)
+            return True
+        return False
+    service("oar-server", "start", root, run)
+    return True
+
+
+def ensure_properties(run: Runner = proc.run) -> bool:
+    """OAR has the resource properties cpu, core, thread, mem and host."""
+    listed = set(run(["oarproperty", "-l"], timeout=60).stdout.split())
+    missing = [name for name in PROPERTIES if name not in listed]
+    for name in missing:
+        run(["oarproperty", "-c", "-a", name] if name == "host" else ["oarproperty", "-a", name])
+    return bool(missing)
+
+
+def ensure_registry(
+    host: ServerHost, detection: Any, root: Path = Path("/"), run: Runner = proc.run
+) -> bool:
+    """The registration service (and beacon) runs with the server's current state."""
+    state = ServerState(
+        hostname=host.hostname,
+        address=host.address,
+        network=str(host.network),
+        detection_hostname=getattr(detection, "hostname", None),
+    )
+    text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+    changed = _write_if_changed(root / SERVER_STATE, text)
+    if not _systemd(root):
+        print(
+            "  server: no systemd here: run `oar-autoconf serve` to accept registrations",
+            file=sys.stderr,
+        )
+        return changed
+    running = run(["systemctl", "is-active", "--quiet", REGISTRY_UNIT], check=False).returncode == 0
+    if running and not changed:
+        return False
+    run(["systemctl", "restart" if running else "start", REGISTRY_UNIT], timeout=60)
+    return True
+
+
+# ----------------------------------------------------------------------------- the role
+
+
+def handle(config: Any, detection: Any, root: Path = Path("/"), run: Runner = proc.run) -> str:
+    """Set this machine up as the OAR server; returns the server's hostname."""
+    host = server_host(config, detection)
+    if not re.match(r"^[a-z0-9-]+$", host.hostname):
+        raise ServerError(f"invalid server hostname {host.hostname!r}")
+    try:
+        say("hostname", ensure_hostname(host, root, run), host.hostname)
+        say("/etc/hosts", ensure_hosts(host, root), f"{host.address} {host.hostname}")
+        say("postgresql", ensure_postgresql(host, root, run), f"listening on {host.address}")
+        conf_changed = ensure_oar_conf(host, root)
+        say("oar.conf", conf_changed)
+        say("oar database", ensure_database(run))
+        say("oar-server", ensure_oar_server(root, run, restart=conf_changed))
+        say("resource properties", ensure_properties(run))
+        say("registration service", ensure_registry(host, detection, root, run),
+            f"{host.address}:6680")  # fmt: skip
+    except (proc.CommandError, oarconf.OarConfError, OSError) as exc:
+        raise ServerError(f"server role: {exc}") from None
+    return host.hostname
