@@ -1,0 +1,495 @@
+"""Node role: join the OAR Live cluster, and keep this machine registered while it runs.
+
+`handle()` runs once at boot (from the agent, on the console): find the server, register this
+machine's detection, take the hostname the server gives, install the server's oar.conf and
+/etc/hosts entries, make sure oar-node's sshd has a host key, start oar-node, check the server
+shows the node Alive, and start the watcher unit (oar-live-node.service).
+
+`watch_main()` is that watcher (`oar-autoconf node-watch`): it polls the server; when the server
+has forgotten the node (it rebooted: its database lives in RAM) it registers again; it keeps
+/etc/hosts in step with the cluster; on SIGTERM (shutdown) it marks the node Absent in OAR.
+
+Every file is written through a root prefix and every command goes through autoconf.proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any
+
+from autoconf import discover, etchosts, proc
+from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
+from autoconf.detect import Detection, cluster_address
+
+__all__ = ["NodeError", "RegistryClient", "RegistryError", "handle", "watch_main"]
+
+STATE_FILE = Path("run/oar-live/node.json")
+OAR_CONF = Path("etc/oar/oar.conf")
+HOSTNAME = Path("etc/hostname")
+OAR_SSH_HOST_KEY = Path("etc/oar/oar_ssh_host_rsa_key")
+SYSTEM_SSH_HOST_KEY = Path("etc/ssh/ssh_host_rsa_key")
+WATCH_UNIT = "oar-live-node.service"
+TOKEN_HEADER = "X-OAR-Live-Token"
+
+REGISTER_DEADLINE = 120.0  # at boot; after that the watcher keeps trying in the background
+ALIVE_DEADLINE = 60.0
+WATCH_INTERVAL = 15.0
+ABSENT_TIMEOUT = 20.0  # oarnodesetting at shutdown: bounded, the unit's TimeoutStopSec is 30 s
+
+
+class NodeError(Exception):
+    """This machine cannot join the cluster; the message is one sentence for the console."""
+
+
+class RegistryError(Exception):
+    """The registration service answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}: {message}")
+
+
+class Unreachable(Exception):
+    """The registration service did not answer (down, rebooting, network not up)."""
+
+
+def say(message: str) -> None:
+    print(f"oar-live: {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the server tells a node that registered."""
+
+    hostname: str
+    server_hostname: str
+    oar_conf: str
+    hosts: str
+    changed: bool
+    resources: int
+
+    @classmethod
+    def from_json(cls, data: Any) -> Registration:
+        if not isinstance(data, dict):
+            raise ValueError("the answer is not a JSON object")
+        for key in ("hostname", "server_hostname", "oar_conf", "hosts"):
+            if not isinstance(data.get(key), str) or (key != "hosts" and not data[key]):
+                raise ValueError(f"the answer has no usable {key!r}")
+        resources = data.get("resources", [])
+        if not isinstance(resources, list):
+            raise ValueError("'resources' is not a list")
+        return cls(
+            data["hostname"],
+            data["server_hostname"],
+            data["oar_conf"],
+            data["hosts"],
+            bool(data.get("changed", False)),
+            len(resources),
+        )
+
+
+class RegistryClient:
+    """The node side of the registration HTTP API (see notes/agent-contracts.md)."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> bytes:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header(TOKEN_HEADER, self.token)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            raise RegistryError(exc.code, _error_text(exc.read())) from None
+        except (urllib.error.URLError, OSError, HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Unreachable(
+                f"{self.base_url}: {getattr(reason, 'strerror', None) or reason}"
+            ) from None
+
+    def register(self, detection: Detection, address: str) -> Registration:
+        body = {"token": self.token, "detection": detection.to_json(), "address": address}
+        raw = self._request("POST", "/v1/register", body)
+        try:
+            return Registration.from_json(json.loads(raw))
+        except ValueError as exc:
+            raise RegistryError(200, f"unusable registration answer: {exc}") from None
+
+    def node(self, hostname: str) -> dict[str, Any] | None:
+        """The server's view of `hostname`, or None when it does not know it (404)."""
+        try:
+            answer = json.loads(self._request("GET", f"/v1/nodes/{hostname}"))
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        except ValueError:
+            raise RegistryError(200, "unusable node answer (not JSON)") from None
+        return answer if isinstance(answer, dict) else {}
+
+    def hosts(self) -> str:
+        return self._request("GET", "/v1/hosts").decode(errors="replace")
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else body.decode(errors="replace").strip()[:200] or "no detail"
+
+
+def register(
+    client: RegistryClient,
+    detection: Detection,
+    address: str,
+    deadline: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Registration:
+    """Register, retrying with backoff while the server is unreachable or failing (5xx).
+
+    A refused token (401) or a rejected request (400) is final: retrying cannot help.
+    """
+    give_up = clock() + deadline
+    delay = 1.0
+    while True:
+        try:
+            return client.register(detection, address)
+        except RegistryError as exc:
+            if exc.status == 401:
+                raise NodeError(
+                    f"the server at {client.base_url} refused this machine's cluster token: "
+                    "boot every machine of the cluster from the same image build"
+                ) from None
+            if exc.status == 400:
+                raise NodeError(f"the server at {client.base_url} rejected the registration: "
+                                f"{exc}") from None
+            problem = str(exc)
+        except Unreachable as exc:
+            problem = f"no answer ({exc})"
+        left = give_up - clock()
+        if left <= 0:
+            raise NodeError(f"could not register with {client.base_url} within {deadline:g} s: "
+                            f"{problem}")
+        wait = min(delay, left)
+        say(f"registration: {problem}; retrying in {wait:.0f} s")
+        sleep(wait)
+        delay = min(delay * 2, 15.0)
+
+
+# ---- applying what the server said (check, then act) ---------------------------------------
+
+
+def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write `text` atomically unless the file already holds it; keep an existing file's mode
+    and owner. True when the file changed."""
+    try:
+        if path.read_text() == text:
+            return False
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.oar-live")
+    temporary.write_text(text)
+    os.chmod(temporary, info.st_mode & 0o7777 if info else mode)
+    if info is not None and os.geteuid() == 0:
+        os.chown(temporary, info.st_uid, info.st_gid)
+    os.replace(temporary, path)
+    return True
+
+
+def running_hostname() -> str:
+    return socket.gethostname()
+
+
+def set_hostname(name: str, root: Path) -> bool:
+    """/etc/hostname and the running hostname become `name`."""
+    changed = _write_if_changed(root / HOSTNAME, name + "\n")
+    if running_hostname() != name:
+        proc.run(["hostname", name])
+        changed = True
+    return changed
+
+
+def install_oar_conf(text: str, root: Path) -> bool:
+    """The server's oar.conf (the same for every machine) becomes this machine's."""
+    return _write_if_changed(root / OAR_CONF, text if text.endswith("\n") else text + "\n", 0o600)
+
+
+def hosts_entries(text: str) -> dict[str, str]:
+    """hostname -> address from the server's /etc/hosts text (markers and comments skipped)."""
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        for name in words[1:]:
+            entries[name] = words[0]
+    return entries
+
+
+def update_hosts(text: str, root: Path) -> bool:
+    """Make the managed block of /etc/hosts hold the server's entries (the rest is kept)."""
+    try:
+        return etchosts.write_block(hosts_entries(text), root / etchosts.HOSTS)
+    except ValueError as exc:
+        raise NodeError(f"the server sent an unusable /etc/hosts entry: {exc}") from None
+
+
+def ensure_oar_ssh_host_key(root: Path) -> bool:
+    """oar-node's sshd needs /etc/oar/oar_ssh_host_rsa_key: the system's key, else a new one."""
+    key = root / OAR_SSH_HOST_KEY
+    if key.exists():
+        return False
+    system = root / SYSTEM_SSH_HOST_KEY
+    key.parent.mkdir(parents=True, exist_ok=True)
+    if system.exists():
+        _write_if_changed(key, system.read_text(), 0o600)
+        public = system.with_name(system.name + ".pub")
+        if public.exists():
+            _write_if_changed(key.with_name(key.name + ".pub"), public.read_text(), 0o644)
+    else:
+        proc.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "oar-node",
+                  "-f", str(key)])
+    return True
+
+
+def local_address_towards(host: str, port: int) -> str:
+    """This machine's source address for packets to host (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, port))
+        return sock.getsockname()[0]
+
+
+def node_address(config: Config, detection: Detection, server: discover.Server) -> str:
+    """The address the server reaches this node at: on oar.net when given, else the route's."""
+    if config.net and (address := cluster_address(detection, config.net)):
+        return address.split("/")[0]
+    try:
+        return local_address_towards(server.host, server.port)
+    except OSError as exc:
+        raise NodeError(f"no route to the server {server.address}: {exc.strerror or exc}") from None
+
+
+def apply_registration(registration: Registration, root: Path) -> list[str]:
+    """Hostname, oar.conf, /etc/hosts; the names of what changed."""
+    changed = []
+    if set_hostname(registration.hostname, root):
+        changed.append("hostname")
+    if install_oar_conf(registration.oar_conf, root):
+        changed.append("oar.conf")
+    if update_hosts(registration.hosts, root):
+        changed.append("/etc/hosts")
+    return changed
+
+
+def wait_alive(client: RegistryClient, hostname: str, deadline: float,
+               sleep: Callable[[float], None] = time.sleep) -> str:
+    """Poll the server until it shows `hostname` Alive; the last state seen."""
+    give_up = time.monotonic() + deadline
+    state = "unknown"
+    while True:
+        try:
+            answer = client.node(hostname)
+            state = str(answer.get("state", "unknown")) if answer is not None else "not registered"
+        except (RegistryError, Unreachable) as exc:
+            state = f"unknown ({exc})"
+        if state == "Alive" or time.monotonic() >= give_up:
+            return state
+        sleep(2.0)
+
+
+# ---- state shared by handle() and the watcher ----------------------------------------------
+
+
+def write_state(root: Path, server: discover.Server | None, detection: Detection,
+                hostname: str | None) -> None:
+    state = {
+        "server": server.address if server else None,
+        "hostname": hostname,
+        "detection": detection.to_json(),
+    }
+    _write_if_changed(root / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+def read_state(root: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((root / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise NodeError(f"no node state in {root / STATE_FILE} ({exc}): "
+                        "the boot agent did not run the node role") from None
+    if not isinstance(state, dict) or not isinstance(state.get("detection"), dict):
+        raise NodeError(f"{root / STATE_FILE} is not a node state file")
+    return state
+
+
+def handle(
+    config: Config,
+    detection: Detection,
+    root: Path = Path("/"),
+    *,
+    deadline: float = REGISTER_DEADLINE,
+    alive_deadline: float = ALIVE_DEADLINE,
+    find: Callable[..., discover.Server | None] = discover.find_server,
+) -> str:
+    """Join the cluster; returns this machine's hostname. NodeError when it cannot."""
+    server = find(config, root)
+    write_state(root, server, detection, None)
+    if server is None:
+        proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
+        raise NodeError("no OAR Live server found (no oar.server, DHCP next-server or beacon); "
+                        "boot with oar.server=IP; oar-live-node keeps looking meanwhile")
+    say(f"OAR server: {server.describe()}")
+    client = RegistryClient(server.url, config.token)
+    address = node_address(config, detection, server)
+    say(f"registering {detection.hostname} ({address}) with {server.address}")
+    try:
+        registration = register(client, detection, address, deadline)
+    except NodeError:
+        proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
+        raise
+    say(f"registered as {registration.hostname} with {registration.resources} resources "
+        f"({'new or changed' if registration.changed else 'unchanged'}); "
+        f"server {registration.server_hostname}")
+    write_state(root, server, detection, registration.hostname)
+    changed = apply_registration(registration, root)
+    if ensure_oar_ssh_host_key(root):
+        changed.append("oar-node host key")
+    say("configured: " + (", ".join(changed) if changed else "nothing to change"))
+    proc.run(["systemctl", "restart" if "oar-node host key" in changed else "start", "oar-node"])
+    state = wait_alive(client, registration.hostname, alive_deadline)
+    if state == "Alive":
+        say(f"{registration.hostname} is Alive in OAR")
+    else:
+        say(f"warning: OAR shows {registration.hostname} as {state}, not Alive (yet)")
+    proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
+    return registration.hostname
+
+
+# ---- the watcher ---------------------------------------------------------------------------
+
+
+class Watcher:
+    """One poll at a time: keep the node registered and /etc/hosts current."""
+
+    def __init__(self, config: Config, root: Path, state: Mapping[str, Any],
+                 port: int = REGISTRY_PORT, beacon_port: int = BEACON_PORT):
+        self.config = config
+        self.root = root
+        self.detection = Detection.from_json(state["detection"])
+        self.hostname: str | None = state.get("hostname")
+        self.port = port
+        self.beacon_port = beacon_port
+        self.server: discover.Server | None = None
+        if state.get("server"):
+            host, server_port = discover.parse_server(state["server"], port)
+            self.server = discover.Server(host, server_port, discover.Source.CONFIG, "node state")
+        self.first = True
+        self.last_problem = ""
+
+    def _client(self) -> RegistryClient:
+        assert self.server is not None
+        return RegistryClient(self.server.url, self.config.token, timeout=5.0)
+
+    def _report(self, problem: str) -> None:
+        if problem != self.last_problem:  # one line per change, not one per poll
+            say(problem)
+        self.last_problem = problem
+
+    def _register(self, client: RegistryClient) -> None:
+        assert self.server is not None
+        registration = client.register(self.detection, node_address(self.config, self.detection,
+                                                                    self.server))
+        self.hostname = registration.hostname
+        write_state(self.root, self.server, self.detection, self.hostname)
+        changed = apply_registration(registration, self.root)
+        if changed or ensure_oar_ssh_host_key(self.root):
+            proc.run(["systemctl", "start", "oar-node"], check=False)
+        say(f"registered again as {registration.hostname}")
+
+    def tick(self) -> None:
+        if self.server is None:
+            self.server = discover.find_server(self.config, self.root, ask=False,
+                                               port=self.port, beacon_port=self.beacon_port)
+            if self.server is None:
+                self._report("still no OAR Live server on the network")
+                return
+            say(f"OAR server: {self.server.describe()}")
+        client = self._client()
+        try:
+            known = client.node(self.hostname) if self.hostname else None
+            if known is None:
+                self._report(f"the server {self.server.address} does not know this node "
+                             "(it restarted?): registering again")
+                self._register(client)
+            elif self.first and known.get("state") == "Absent":
+                self._report(f"{self.hostname} is Absent (watcher restarted): registering again")
+                self._register(client)
+            if update_hosts(client.hosts(), self.root):
+                say("updated /etc/hosts from the server")
+            self.first = False
+            self._report("")
+        except (RegistryError, Unreachable, NodeError) as exc:
+            self._report(f"server {self.server.address}: {exc}")
+
+    def mark_absent(self) -> bool:
+        if not self.hostname:
+            return False
+        try:
+            proc.run(["oarnodesetting", "-s", "Absent", "-h", self.hostname, "-n"],
+                     timeout=ABSENT_TIMEOUT)
+        except proc.CommandError as exc:
+            say(f"could not mark {self.hostname} Absent: {exc}")
+            return False
+        say(f"{self.hostname} marked Absent")
+        return True
+
+
+def watch_main(argv: list[str]) -> int:
+    """`oar-autoconf node-watch`: keep this node registered until SIGTERM, then mark it Absent."""
+    parser = argparse.ArgumentParser(prog="oar-autoconf node-watch")
+    parser.add_argument("--interval", type=float, default=WATCH_INTERVAL, help="seconds")
+    parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=REGISTRY_PORT, help=argparse.SUPPRESS)
+    parser.add_argument("--beacon-port", type=int, default=BEACON_PORT,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        config = read_config(args.root)
+        watcher = Watcher(config, args.root, read_state(args.root), args.port, args.beacon_port)
+    except (ConfigError, NodeError, ValueError, KeyError) as exc:
+        print(f"oar-autoconf node-watch: {exc}", file=sys.stderr)
+        return 1
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    say(f"watching {watcher.hostname or 'this node'} every {args.interval:g} s")
+    while not stopping:
+        watcher.tick()
+        next_tick = time.monotonic() + args.interval
+        while not stopping and time.monotonic() < next_tick:
+            time.sleep(min(0.2, args.interval))
+    watcher.mark_absent()
+    return 0

@@ -1,0 +1,433 @@
+"""The node role against a real HTTP registry on 127.0.0.1 that follows the registration contract.
+
+Files land in a fake root (tmp_path); commands (hostname, systemctl, ssh-keygen, oarnodesetting)
+are recorded instead of run, except in the `spawns` test, which runs the watcher as a real
+process with a fake `oarnodesetting` on PATH and stops it with SIGTERM like systemd does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from autoconf import node, proc
+from autoconf.config import Config, Role, write_config
+from autoconf.detect import Cpu, Detection, Interface
+from autoconf.discover import Server, Source
+
+TOKEN = "cluster-token-1234"
+HOST = "node-525400123456"
+OAR_CONF = 'DB_TYPE="Pg"\nDB_HOSTNAME="127.0.0.1"\nSERVER_HOSTNAME="oar-server"\n'
+REPO = Path(__file__).resolve().parents[2]
+
+DETECTION = Detection(
+    hostname=HOST,
+    mac="52:54:00:12:34:56",
+    product_uuid=None,
+    cpus=(Cpu(0, 0, 0, 0), Cpu(1, 0, 1, 0)),
+    mem_mib=2048,
+    interfaces=(Interface("eth0", "52:54:00:12:34:56", ("127.0.0.1/8",)),),
+    boot_interface="eth0",
+)
+
+
+class FakeRegistry:
+    """The server side of the contract, in memory: what a real OAR Live server answers."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, str] = {}  # hostname -> OAR state
+        self.addresses: dict[str, str] = {"oar-server": "127.0.0.1"}
+        self.fail_next: list[int] = []  # statuses to answer the next registrations with
+        self.registrations: list[dict] = []
+        self.node_queries = 0
+        self.lock = threading.Lock()
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, payload, content_type="application/json"):
+                body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with registry.lock:
+                    self.reply(*registry.post(self.path, raw))
+
+            def do_GET(self):  # noqa: N802
+                with registry.lock:
+                    self.reply(*registry.get(self.path, self.headers.get("X-OAR-Live-Token")))
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.port = self.http.server_address[1]
+        self.thread = threading.Thread(
+            target=self.http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def hosts_text(self) -> str:
+        lines = [f"{a} {h}" for h, a in sorted(self.addresses.items())]
+        return "# BEGIN oar-live (managed by oar-autoconf)\n" + "\n".join(lines) + "\n# END\n"
+
+    def post(self, path, raw):
+        if path != "/v1/register":
+            return 404, {"error": "no such endpoint"}
+        try:
+            body = json.loads(raw)
+            detection = Detection.from_json(body["detection"])
+            address = body["address"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, {"error": f"malformed registration: {exc}"}
+        if body.get("token") != TOKEN:
+            return 401, {"error": "wrong token"}
+        self.registrations.append(body)
+        if self.fail_next:
+            return self.fail_next.pop(0), {"error": "database not ready"}
+        changed = detection.hostname not in self.nodes
+        self.nodes[detection.hostname] = "Alive"
+        self.addresses[detection.hostname] = address
+        resources = [{"host": detection.hostname, "cpuset": c.cpu} for c in detection.cpus]
+        return 200, {"hostname": detection.hostname, "resources": resources, "changed": changed,
+                     "oar_conf": OAR_CONF, "hosts": self.hosts_text(),
+                     "server_hostname": "oar-server"}
+
+    def get(self, path, token):
+        if token != TOKEN:
+            return 401, {"error": "wrong token"}
+        if path == "/v1/hosts":
+            return 200, self.hosts_text().encode(), "text/plain"
+        if path.startswith("/v1/nodes/"):
+            self.node_queries += 1
+            host = path.removeprefix("/v1/nodes/")
+            if host not in self.nodes:
+                return 404, {"error": f"{host} is not registered"}
+            return 200, {"hostname": host, "state": self.nodes[host], "resources": []}
+        return 404, {"error": "no such endpoint"}
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def registry():
+    fake = FakeRegistry()
+    fake.thread.start()
+    yield fake
+    fake.http.shutdown()
+    fake.http.server_close()
+
+
+class Commands(list):
+    """The argument lists run so far; `fail[name]` makes that command raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail: dict[str, proc.CommandError] = {}
+
+
+@pytest.fixture
+def commands(monkeypatch):
+    """Record every command the node runs; `commands.fail[argv0] = CommandError` to fail one."""
+    ran = Commands()
+    fail = ran.fail
+
+    def run(argv, check=True, **_kw):
+        argv = [str(a) for a in argv]
+        ran.append(argv)
+        if argv[0] in fail:
+            raise fail[argv[0]]
+        if argv[0] == "ssh-keygen":  # create the files like ssh-keygen would
+            key = Path(argv[argv.index("-f") + 1])
+            key.write_text("PRIVATE KEY\n")
+            key.with_name(key.name + ".pub").write_text("ssh-rsa AAAA oar-node\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(proc, "run", run)
+    monkeypatch.setattr(node, "running_hostname", lambda: "debian")
+    return ran
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "etc/ssh").mkdir(parents=True)
+    (tmp_path / "etc/oar").mkdir()
+    (tmp_path / "etc/hosts").write_text(
+        "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost\n"
+    )
+    (tmp_path / "etc/hostname").write_text("debian\n")
+    return tmp_path
+
+
+def node_config(registry: FakeRegistry | None = None, **values) -> Config:
+    if registry is not None:
+        values.setdefault("server", registry.address)
+    return Config(role=Role.NODE, token=TOKEN, timeout=0, sources=MappingProxyType({}), **values)
+
+
+def join(registry, root, **kw) -> str:
+    return node.handle(node_config(registry), DETECTION, root, alive_deadline=5, **kw)
+
+
+# ---- joining at boot ----------------------------------------------------------------------
+
+
+def test_node_joins_and_gets_hostname_oar_conf_hosts_and_oar_node(registry, root, commands,
+                                                                  capsys):
+    (root / "etc/ssh/ssh_host_rsa_key").write_text("SYSTEM KEY\n")
+    (root / "etc/ssh/ssh_host_rsa_key.pub").write_text("ssh-rsa SYSTEM\n")
+
+    assert join(registry, root) == HOST
+
+    body = registry.registrations[0]
+    assert body["token"] == TOKEN
+    assert body["detection"] == DETECTION.to_json()
+    assert body["address"] == "127.0.0.1"
+    assert (root / "etc/hostname").read_text() == HOST + "\n"
+    assert (root / "etc/oar/oar.conf").read_text() == OAR_CONF
+    hosts = (root / "etc/hosts").read_text()
+    assert "127.0.0.1\tlocalhost" in hosts and "127.0.1.1\tdebian" in hosts
+    assert "127.0.0.1 oar-server" in hosts and f"127.0.0.1 {HOST}" in hosts
+    key = root / "etc/oar/oar_ssh_host_rsa_key"
+    assert key.read_text() == "SYSTEM KEY\n"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert ["hostname", HOST] in commands
+    assert ["systemctl", "restart", "oar-node"] in commands  # new host key: (re)start sshd
+    assert commands[-1] == ["systemctl", "start", "--no-block", "oar-live-node.service"]
+    out = capsys.readouterr().out
+    assert f"OAR server: {registry.address} from oar.server" in out
+    assert f"registered as {HOST} with 2 resources (new or changed)" in out
+    assert f"{HOST} is Alive in OAR" in out
+    state = json.loads((root / "run/oar-live/node.json").read_text())
+    assert state["server"] == registry.address and state["hostname"] == HOST
+
+
+def test_joining_twice_changes_nothing_the_second_time(registry, root, commands, monkeypatch,
+                                                       capsys):
+    join(registry, root)
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    monkeypatch.setattr(node, "running_hostname", lambda: HOST)
+    commands.clear()
+    capsys.readouterr()
+
+    assert join(registry, root) == HOST
+
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
+    assert "configured: nothing to change" in capsys.readouterr().out
+    assert not any(c[0] in ("hostname", "ssh-keygen") for c in commands)
+    assert ["systemctl", "start", "oar-node"] in commands
+    assert len(registry.registrations) == 2
+
+
+def test_oar_node_host_key_is_generated_when_the_system_has_none(registry, root, commands):
+    join(registry, root)
+    keygen = [c for c in commands if c[0] == "ssh-keygen"]
+    assert len(keygen) == 1
+    assert keygen[0][keygen[0].index("-f") + 1] == str(root / "etc/oar/oar_ssh_host_rsa_key")
+    assert keygen[0][keygen[0].index("-N") + 1] == ""  # sshd cannot type a passphrase
+
+
+def test_installed_oar_conf_keeps_the_existing_file_mode(registry, root, commands):
+    conf = root / "etc/oar/oar.conf"
+    conf.write_text("# Debian's default\n")
+    conf.chmod(0o640)
+    join(registry, root)
+    assert conf.read_text() == OAR_CONF
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o640
+
+
+def test_wrong_token_is_final_and_changes_nothing(registry, root, commands):
+    config = Config(role=Role.NODE, server=registry.address, token="another-build", timeout=0)
+    with pytest.raises(node.NodeError, match="refused this machine's cluster token"):
+        node.handle(config, DETECTION, root, alive_deadline=1)
+    assert registry.registrations == []
+    assert (root / "etc/hostname").read_text() == "debian\n"
+    assert not (root / "etc/oar/oar.conf").exists()
+    assert ["systemctl", "start", "oar-node"] not in commands
+
+
+def test_rejected_request_is_final_and_says_why(registry, root, commands, monkeypatch):
+    broken = json.loads(json.dumps(DETECTION.to_json()))
+    broken["cpus"] = []
+    monkeypatch.setattr(Detection, "to_json", lambda self: broken)
+    with pytest.raises(node.NodeError, match="rejected the registration: HTTP 400: malformed"):
+        join(registry, root)
+    assert not (root / "etc/oar/oar.conf").exists()
+
+
+def test_no_server_found_is_a_clear_error_and_the_watcher_keeps_looking(root, commands):
+    with pytest.raises(node.NodeError, match="no OAR Live server found.*oar.server=IP"):
+        node.handle(node_config(), DETECTION, root, find=lambda config, root: None)
+    assert commands == [["systemctl", "start", "--no-block", "oar-live-node.service"]]
+    state = json.loads((root / "run/oar-live/node.json").read_text())
+    assert state["server"] is None and state["detection"] == DETECTION.to_json()
+
+
+# ---- retries ------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_registration_retries_with_backoff_while_the_server_is_not_ready(registry, capsys):
+    registry.fail_next = [503, 503, 500]
+    clock = FakeClock()
+    client = node.RegistryClient(f"http://{registry.address}", TOKEN)
+    registration = node.register(client, DETECTION, "127.0.0.1", 60, clock.sleep, clock)
+    assert registration.hostname == HOST
+    assert len(registry.registrations) == 4
+    assert clock.sleeps == [1, 2, 4]
+    assert "registration: HTTP 503: database not ready; retrying in 1 s" in capsys.readouterr().out
+
+
+def test_registration_gives_up_at_the_deadline_when_nobody_answers(registry, capsys):
+    port = registry.port
+    registry.http.shutdown()
+    registry.http.server_close()  # nothing listens there any more: connection refused
+    clock = FakeClock()
+    client = node.RegistryClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2)
+    with pytest.raises(node.NodeError, match=r"could not register .* within 30 s: no answer"):
+        node.register(client, DETECTION, "127.0.0.1", 30, clock.sleep, clock)
+    assert sum(clock.sleeps) == pytest.approx(30)
+    assert max(clock.sleeps) <= 15  # the backoff is capped
+    assert "retrying in" in capsys.readouterr().out
+
+
+# ---- the watcher --------------------------------------------------------------------------
+
+
+def watcher_for(registry, root) -> node.Watcher:
+    node.write_state(root, Server("127.0.0.1", registry.port, Source.CONFIG), DETECTION, HOST)
+    return node.Watcher(node_config(), root, node.read_state(root))
+
+
+def test_watcher_registers_again_when_the_server_forgot_the_node(registry, root, commands,
+                                                                 capsys):
+    join(registry, root)
+    watcher = watcher_for(registry, root)
+    watcher.tick()
+    assert len(registry.registrations) == 1  # known and Alive: nothing to do
+
+    registry.nodes.clear()  # the server rebooted: its database was in RAM
+    watcher.tick()
+
+    assert len(registry.registrations) == 2
+    assert registry.nodes == {HOST: "Alive"}
+    assert "does not know this node (it restarted?): registering again" in capsys.readouterr().out
+
+
+def test_watcher_keeps_etc_hosts_in_step_with_the_cluster(registry, root, commands):
+    join(registry, root)
+    registry.addresses["node-525400abcdef"] = "10.0.0.9"  # another node joined
+    watcher_for(registry, root).tick()
+    assert "10.0.0.9 node-525400abcdef" in (root / "etc/hosts").read_text()
+
+
+def test_watcher_restarted_after_absent_makes_the_node_alive_again(registry, root, commands):
+    join(registry, root)
+    registry.nodes[HOST] = "Absent"  # marked Absent when the watcher stopped
+    watcher = watcher_for(registry, root)
+    watcher.tick()
+    assert registry.nodes[HOST] == "Alive"
+    registry.nodes[HOST] = "Absent"  # an administrator's decision later on is respected
+    watcher.tick()
+    assert registry.nodes[HOST] == "Absent"
+
+
+def test_watcher_reports_an_unreachable_server_once(registry, root, commands, capsys):
+    join(registry, root)
+    watcher = watcher_for(registry, root)
+    registry.http.shutdown()
+    registry.http.server_close()
+    capsys.readouterr()
+    watcher.tick()
+    watcher.tick()
+    assert capsys.readouterr().out.count(f"server {registry.address}: ") == 1
+
+
+def test_mark_absent_runs_oarnodesetting_and_survives_its_failure(registry, root, commands,
+                                                                  capsys):
+    watcher = watcher_for(registry, root)
+    assert watcher.mark_absent()
+    assert commands[-1] == ["oarnodesetting", "-s", "Absent", "-h", HOST, "-n"]
+    commands.fail["oarnodesetting"] = proc.CommandError(
+        ["oarnodesetting"], 1, "could not connect to the database")
+    assert not watcher.mark_absent()
+    assert "could not mark node-525400123456 Absent" in capsys.readouterr().out
+
+
+def test_watch_main_without_node_state_says_so(tmp_path, capsys):
+    write_config(node_config(), tmp_path)
+    assert node.watch_main(["--root", str(tmp_path)]) == 1
+    assert "the boot agent did not run the node role" in capsys.readouterr().err
+
+
+@pytest.mark.spawns
+def test_watcher_process_marks_the_node_absent_on_sigterm(registry, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "oarnodesetting.log"
+    script = bin_dir / "oarnodesetting"
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$@" >> {log}
+        """))
+    script.chmod(0o755)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    write_config(node_config(), root)
+    node.write_state(root, Server("127.0.0.1", registry.port, Source.CONFIG), DETECTION, HOST)
+    registry.nodes[HOST] = "Alive"
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(REPO))
+    watcher = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from autoconf.node import watch_main; sys.exit(watch_main(sys.argv[1:]))",
+         "--root", str(root), "--interval", "0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while registry.node_queries < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert registry.node_queries >= 2, "the watcher never polled the server"
+        assert watcher.poll() is None
+        watcher.send_signal(signal.SIGTERM)
+        out, err = watcher.communicate(timeout=20)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    assert log.read_text() == f"-s Absent -h {HOST} -n\n"
+    assert f"{HOST} marked Absent" in out
+    assert f"127.0.0.1 {HOST}" not in (root / "etc/hosts").read_text()  # not registered by it
+    assert "127.0.0.1 oar-server" in (root / "etc/hosts").read_text()
