@@ -168,21 +168,31 @@ def _say(message: str) -> None:
     print(f"oar-live: {message}", flush=True)
 
 
+def _refusal(answer: str) -> str | None:
+    """Why a typed server address is refused, or None (empty means: no server)."""
+    if not answer:
+        return None
+    try:
+        parse_server(answer)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _ask(config: Config) -> Server | None:
     from autoconf import prompt  # the console prompt is only loaded when every other source failed
 
-    while True:
-        answer = prompt.ask(
-            "OAR server address (IP or IP:PORT)", default="", timeout=config.timeout
-        )
-        if not answer:
-            return None
-        try:
-            host, port = parse_server(answer)
-        except ValueError as exc:
-            _say(str(exc))
-            continue
-        return Server(host, port, Source.PROMPT)
+    answer = prompt.ask(
+        "OAR server address",
+        "",
+        validate=_refusal,
+        hint="IP or IP:PORT; empty: none",
+        timeout=config.timeout,
+    )
+    if not answer.value:
+        return None
+    host, port = parse_server(answer.value)
+    return Server(host, port, Source.PROMPT)
 
 
 def find_server(

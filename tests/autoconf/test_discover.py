@@ -1,9 +1,13 @@
 """Finding the server: oar.server, DHCP next-server from real lease formats, beacon, prompt."""
 
+import functools
+import os
+import pty
+import select
 import socket
 import sys
+import threading
 import time
-import types
 from pathlib import Path
 from types import MappingProxyType
 
@@ -227,44 +231,78 @@ def test_beacon_of_another_cluster_is_not_followed(tmp_path):
 # ---- prompt -------------------------------------------------------------------------------
 
 
+class Console:
+    """A pseudo-terminal standing for the console; `type()` sends keys once the question shows."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.shown = b""
+
+    def _read_until(self, text: bytes, timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.shown and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if ready:
+                self.shown += os.read(self.master, 4096)
+
+    def drain(self) -> bytes:
+        self._read_until(b"never shown", timeout=0.2)
+        return self.shown
+
+    def type_later(self, *lines: str) -> threading.Thread:
+        def typing() -> None:
+            for n, line in enumerate(lines):
+                self._read_until(b"OAR server address" if n == 0 else b"IPv4")
+                time.sleep(0.1)
+                os.write(self.master, line.encode())
+            self._read_until(b"\r\n" * 99, timeout=0.5)
+
+        thread = threading.Thread(target=typing, daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
 @pytest.fixture
-def fake_prompt(monkeypatch):
-    """Replace autoconf.prompt (the console) with scripted answers."""
-    module = types.ModuleType("autoconf.prompt")
-    module.answers = []
-    module.questions = []
+def console(monkeypatch):
+    """The real autoconf.prompt, asking on a pseudo-terminal instead of stdin."""
+    from autoconf import prompt
 
-    def ask(question, default="", timeout=10, **_kw):
-        module.questions.append((question, default, timeout))
-        return module.answers.pop(0) if module.answers else default
-
-    module.ask = ask
-    monkeypatch.setitem(sys.modules, "autoconf.prompt", module)
-    return module
+    term = Console()
+    monkeypatch.setattr(prompt, "ask", functools.partial(prompt.ask, fd=term.slave,
+                                                         out_fd=term.slave))
+    yield term
+    term.close()
 
 
-def test_prompt_is_the_last_resort_and_bad_answers_ask_again(tmp_path, fake_prompt, capsys):
-    fake_prompt.answers = ["not an address", "10.0.0.77:6000"]
+def test_prompt_is_the_last_resort_and_bad_answers_ask_again(tmp_path, console):
+    typing = console.type_later("not an address\r", "10.0.0.77:6000\r")
     server = discover.find_server(config(timeout=5), tmp_path, probe=answers(),
                                   beacon_timeout=0)
+    typing.join(5)
     assert (server.host, server.port, server.source) == ("10.0.0.77", 6000, Source.PROMPT)
-    assert len(fake_prompt.questions) == 2
-    assert fake_prompt.questions[0][2] == 5  # the configured prompt timeout
-    assert "'not an address' is not an IPv4 address" in capsys.readouterr().out
+    assert b"'not an address' is not an IPv4 address" in console.shown
 
 
-def test_prompt_timeout_means_no_server(tmp_path, fake_prompt):
-    assert discover.find_server(config(timeout=5), tmp_path, probe=answers(),
+def test_prompt_timeout_means_no_server(tmp_path, console):
+    started = time.monotonic()
+    assert discover.find_server(config(timeout=1), tmp_path, probe=answers(),
                                 beacon_timeout=0) is None
-    assert len(fake_prompt.questions) == 1
+    assert time.monotonic() - started >= 0.9
+    assert b"OAR server address" in console.drain()  # it was asked, then timed out
 
 
-def test_no_prompt_when_timeout_is_zero_or_asking_is_off(tmp_path, fake_prompt):
+def test_no_prompt_when_timeout_is_zero_or_asking_is_off(tmp_path, console):
+    started = time.monotonic()
     assert discover.find_server(config(timeout=0), tmp_path, probe=answers(),
                                 beacon_timeout=0) is None
     assert discover.find_server(config(timeout=5), tmp_path, probe=answers(),
                                 beacon_timeout=0, ask=False) is None
-    assert fake_prompt.questions == []
+    assert time.monotonic() - started < 1
+    assert b"OAR server address" not in console.drain()
 
 
 def test_prompt_module_is_not_loaded_when_another_source_answers(tmp_path, monkeypatch):
