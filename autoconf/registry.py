@@ -468,6 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError):
             self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
             return
+        if not isinstance(body, dict):
+            self._error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+            return
         try:
             check_token(body, registry.settings.token)
         except Unauthorized:

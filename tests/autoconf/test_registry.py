@@ -1,0 +1,366 @@
+"""The registration service: validation, idempotence, serialisation; fake and real OAR."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from autoconf import etchosts
+from autoconf.oarstate import Oar, OarError, OarResource
+from autoconf.registry import MAX_BODY, Registry, RegistrySettings, ServerState
+from tests.autoconf.fakenodes import get, new_hostname, post, registration, serving
+
+TOKEN = "s3cret-token-for-tests"
+
+
+class FakeOar:
+    """OAR's resources table in memory, with oarnodesetting's and oarremoveresource's rules."""
+
+    def __init__(self) -> None:
+        self.rows: list[OarResource] = []
+        self.calls: list[list[str]] = []
+
+    def resources(self) -> list[OarResource]:
+        return list(self.rows)
+
+    def host_resources(self, host: str) -> list[OarResource]:
+        return [r for r in self.rows if r.host == host]
+
+    def add(self, argv: list[str]) -> None:
+        self.calls.append(list(argv))
+        props = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-p")
+        next_id = max((r.resource_id for r in self.rows), default=0) + 1
+        self.rows.append(OarResource(
+            next_id, argv[argv.index("-h") + 1], "Alive", "UnChanged",
+            int(props["cpu"]), int(props["core"]), int(props["thread"]),
+            int(props["cpuset"]), int(props["mem"])))  # fmt: skip
+
+    def set_state(self, host: str, state: str) -> None:
+        self.calls.append(["oarnodesetting", "-n", "-s", state, "-h", host])
+        self.rows = [replace(r, state=state) if r.host == host else r for r in self.rows]
+
+    def wait_for_state(self, host: str, state: str, timeout: float = 60) -> list[OarResource]:
+        if any(r.state != state for r in self.host_resources(host)):
+            raise OarError("not yet")
+        return self.host_resources(host)
+
+    def remove(self, resource_id: int) -> None:
+        self.calls.append(["oarremoveresource", str(resource_id)])
+        (row,) = [r for r in self.rows if r.resource_id == resource_id]
+        assert row.state == "Dead", "OAR refuses to remove a resource that is not Dead"
+        self.rows.remove(row)
+
+
+def settings(tmp_path: Path, oar_conf: Path | None = None) -> RegistrySettings:
+    conf = oar_conf or tmp_path / "oar.conf"
+    if oar_conf is None:
+        conf.write_text('SERVER_HOSTNAME="localhost"\n')
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    return RegistrySettings(
+        token=TOKEN,
+        server=ServerState("localhost", "127.0.0.1", "127.0.0.0/8"),
+        oar_conf=conf,
+        hosts_file=hosts,
+        state_timeout=60,
+    )
+
+
+@pytest.fixture
+def fake(tmp_path):
+    oar = FakeOar()
+    registry = Registry(settings(tmp_path), oar)
+    return registry, oar
+
+
+def _register(registry: Registry, body: dict) -> dict:
+    from autoconf.registry import check_token, validate_registration
+
+    check_token(body, registry.settings.token)
+    return registry.register(*validate_registration(body, registry.settings))
+
+
+# ----------------------------------------------------------------------------- unit
+
+
+def test_new_node_gets_resources_numbered_like_oar_resources_init(fake):
+    registry, oar = fake
+    host = new_hostname()
+    reply = _register(registry, registration(TOKEN, host, "127.0.0.5", sockets=2, cores=2))
+    assert reply["changed"] is True and reply["hostname"] == host
+    assert [(r["cpu"], r["core"], r["cpuset"]) for r in reply["resources"]] == [
+        (1, 1, 0), (1, 2, 1), (2, 3, 2), (2, 4, 3)]
+    assert len(oar.host_resources(host)) == 4
+    assert reply["oar_conf"] == 'SERVER_HOSTNAME="localhost"\n'
+    assert f"127.0.0.5 {host}" in reply["hosts"] and "127.0.0.1 localhost" in reply["hosts"]
+    assert etchosts.parse_block(registry.settings.hosts_file.read_text())[host] == "127.0.0.5"
+
+
+def test_second_node_continues_cpu_and_core_ids(fake):
+    registry, oar = fake
+    _register(registry, registration(TOKEN, new_hostname(), "127.0.0.5", sockets=2, cores=2))
+    reply = _register(registry, registration(TOKEN, new_hostname(), "127.0.0.6", cores=2))
+    assert [(r["cpu"], r["core"], r["cpuset"]) for r in reply["resources"]] == [
+        (3, 5, 0), (3, 6, 1)]
+
+
+def test_registering_again_writes_nothing_and_keeps_the_resources(fake):
+    registry, oar = fake
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.0.5", sockets=2, cores=2, threads=2)
+    first = _register(registry, body)
+    calls = len(oar.calls)
+    second = _register(registry, body)
+    assert second["changed"] is False
+    assert second["resources"] == first["resources"]
+    assert len(oar.calls) == calls, "an unchanged node must not cause any OAR command"
+
+
+def test_registering_again_after_absent_makes_the_node_alive(fake):
+    registry, oar = fake
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.0.5")
+    _register(registry, body)
+    oar.set_state(host, "Absent")
+    reply = _register(registry, body)
+    assert reply["changed"] is False
+    assert {r.state for r in oar.host_resources(host)} == {"Alive"}
+
+
+def test_changed_topology_replaces_the_old_resources(fake):
+    registry, oar = fake
+    host, other = new_hostname(), new_hostname()
+    _register(registry, registration(TOKEN, host, "127.0.0.5", cores=2))
+    _register(registry, registration(TOKEN, other, "127.0.0.6", cores=2))
+    reply = _register(registry, registration(TOKEN, host, "127.0.0.5", cores=4))
+    assert reply["changed"] is True
+    mine = oar.host_resources(host)
+    assert sorted(r.cpuset for r in mine) == [0, 1, 2, 3]
+    assert ["oarremoveresource", "1"] in oar.calls and ["oarremoveresource", "2"] in oar.calls
+    cores = [r.core for r in oar.rows]
+    assert len(cores) == len(set(cores)) == 6, "core ids stay unique cluster-wide"
+
+
+def test_solo_server_registers_under_its_own_name(tmp_path):
+    oar = FakeOar()
+    base = settings(tmp_path)
+    own = new_hostname()
+    registry = Registry(replace(base, server=replace(base.server, detection_hostname=own)), oar)
+    reply = _register(registry, registration(TOKEN, own, "127.0.0.1"))
+    assert reply["hostname"] == "localhost"
+    assert {r.host for r in oar.rows} == {"localhost"}
+
+
+# ----------------------------------------------------------------------------- bad requests
+
+
+def _bad_bodies(host: str) -> dict[str, tuple[int, bytes]]:
+    """name -> (expected status, raw body)."""
+    good = registration(TOKEN, host, "127.0.0.9", cores=2)
+
+    def body(mutate) -> bytes:
+        data = json.loads(json.dumps(good))
+        mutate(data)
+        return json.dumps(data).encode()
+
+    def cpu(field, value):
+        return lambda d: d["detection"]["cpus"][0].__setitem__(field, value)
+
+    return {
+        "wrong token": (401, body(lambda d: d.__setitem__("token", "guess"))),
+        "no token": (401, body(lambda d: d.pop("token"))),
+        "token of the wrong type": (401, body(lambda d: d.__setitem__("token", 12))),
+        "not JSON": (400, b"{not json"),
+        "JSON but a list": (400, b"[1, 2]"),
+        "binary garbage": (400, bytes(range(256))),
+        "huge body": (400, b'{"token": "' + b"x" * (MAX_BODY + 10) + b'"}'),
+        "bad hostname": (400, body(lambda d: d["detection"].__setitem__("hostname", "evil;rm"))),
+        "hostname too short": (400, body(lambda d: d["detection"].__setitem__(
+            "hostname", "node-123"))),
+        "uppercase hostname": (400, body(lambda d: d["detection"].__setitem__(
+            "hostname", host.upper()))),
+        "negative cpuset": (400, body(cpu("cpu", -1))),
+        "duplicate cpuset": (400, body(lambda d: d["detection"]["cpus"][1].__setitem__("cpu", 0))),
+        "duplicate core place": (400, body(lambda d: d["detection"]["cpus"][1].__setitem__(
+            "core", 0))),
+        "cpu id out of range": (400, body(cpu("cpu", 10**9))),
+        "cpu as string": (400, body(cpu("cpu", "0"))),
+        "cpu as bool": (400, body(cpu("thread", True))),
+        "no cpus": (400, body(lambda d: d["detection"].__setitem__("cpus", []))),
+        "missing detection": (400, body(lambda d: d.pop("detection"))),
+        "missing address": (400, body(lambda d: d.pop("address"))),
+        "missing mem": (400, body(lambda d: d["detection"].pop("mem_mib"))),
+        "zero memory": (400, body(lambda d: d["detection"].__setitem__("mem_mib", 0))),
+        "memory as float": (400, body(lambda d: d["detection"].__setitem__("mem_mib", 4096.5))),
+        "unknown field": (400, body(lambda d: d.__setitem__("admin", True))),
+        "detection not an object": (400, body(lambda d: d.__setitem__("detection", "x"))),
+        "address outside the network": (400, body(lambda d: d.__setitem__(
+            "address", "10.1.2.3"))),
+        "address not IPv4": (400, body(lambda d: d.__setitem__("address", "::1"))),
+        "address with shell": (400, body(lambda d: d.__setitem__("address", "127.0.0.1; id"))),
+        "interface name too long": (400, body(lambda d: d["detection"]["interfaces"][0]
+                                              .__setitem__("name", "x" * 40))),
+        "boot interface unknown": (400, body(lambda d: d["detection"].__setitem__(
+            "boot_interface", "wlan9"))),
+    }
+
+
+def test_bad_requests_are_refused_and_write_nothing(fake):
+    registry, oar = fake
+    with serving(registry) as port:
+        for name, (expected, raw) in _bad_bodies(new_hostname()).items():
+            status, answer = post(port, raw)
+            assert status == expected, f"{name}: got {status} {answer}"
+            if expected == 400:
+                assert isinstance(answer, dict) and answer.get("error"), name
+    assert oar.rows == [] and oar.calls == []
+    assert etchosts.parse_block(registry.settings.hosts_file.read_text()) == {}
+
+
+def test_get_endpoints_need_the_token(fake):
+    registry, _oar = fake
+    host = new_hostname()
+    _register(registry, registration(TOKEN, host, "127.0.0.5"))
+    with serving(registry) as port:
+        assert get(port, f"/v1/nodes/{host}", None)[0] == 401
+        assert get(port, f"/v1/nodes/{host}", "wrong")[0] == 401
+        status, answer = get(port, f"/v1/nodes/{host}", TOKEN)
+        assert status == 200 and answer["state"] == "Alive" and len(answer["resources"]) == 2
+        assert get(port, f"/v1/nodes/{new_hostname()}", TOKEN)[0] == 404
+        assert get(port, "/v1/nodes/..%2fetc", TOKEN)[0] == 400
+        status, text = get(port, "/v1/hosts", TOKEN)
+        assert status == 200 and f"127.0.0.5 {host}" in text.splitlines()
+
+
+# ----------------------------------------------------------------------------- integration
+
+
+def _by_host(oar: Oar, hosts: set[str]) -> dict[str, list[OarResource]]:
+    found: dict[str, list[OarResource]] = {host: [] for host in hosts}
+    for r in oar.resources():
+        if r.host in found:
+            found[r.host].append(r)
+    return found
+
+
+def _oarnodes_cpusets(host: str) -> list[int]:
+    from autoconf import proc
+
+    out = proc.run(["oarnodes", "-J", host], timeout=60).stdout
+    return sorted(int(r["cpuset"]) for r in json.loads(out).values() if r["host"] == host)
+
+
+@pytest.fixture
+def real(oar_server, tmp_path):
+    registry = Registry(settings(tmp_path, Path("/etc/oar/oar.conf")), oar_server)
+    with serving(registry) as port:
+        yield registry, oar_server, port
+
+
+@pytest.mark.integration
+def test_real_oar_three_nodes_then_reregister_then_topology_change(real):
+    registry, oar, port = real
+    topologies = {new_hostname(): {"cores": 1}, new_hostname(): {"sockets": 2, "cores": 2},
+                  new_hostname(): {"sockets": 2, "cores": 2, "threads": 2, "interleaved": True}}
+    replies = {}
+    for n, (host, topo) in enumerate(topologies.items()):
+        status, reply = post(port, registration(TOKEN, host, f"127.0.1.{n + 1}", **topo))
+        assert status == 200, reply
+        assert reply["changed"] is True
+        replies[host] = reply
+    for host, expected in zip(topologies, (1, 4, 8), strict=True):
+        assert _oarnodes_cpusets(host) == list(range(expected)), host
+        assert len(replies[host]["resources"]) == expected
+    interleaved = list(topologies)[2]
+    rows = sorted(_by_host(oar, {interleaved})[interleaved], key=lambda r: r.core)
+    assert [r.cpuset for r in rows] == [0, 2, 4, 6, 1, 3, 5, 7], "socket 0 first, as OAR does"
+
+    # Re-registering (reboot, lost reply) duplicates nothing.
+    again = list(topologies)[1]
+    before = sorted(r.resource_id for r in _by_host(oar, {again})[again])
+    status, reply = post(port, registration(TOKEN, again, "127.0.1.2", sockets=2, cores=2))
+    assert status == 200 and reply["changed"] is False
+    assert sorted(r.resource_id for r in _by_host(oar, {again})[again]) == before
+
+    # A changed topology replaces the resources (oar-server sets the old ones Dead first).
+    status, reply = post(port, registration(TOKEN, again, "127.0.1.2", sockets=1, cores=6))
+    assert status == 200 and reply["changed"] is True, reply
+    now = _by_host(oar, {again})[again]
+    assert sorted(r.cpuset for r in now) == list(range(6))
+    assert not set(before) & {r.resource_id for r in now}
+    assert _oarnodes_cpusets(again) == list(range(6))
+    cores = [r.core for r in oar.resources()]
+    assert len(cores) == len(set(cores)), "core ids are unique in the whole cluster"
+
+
+@pytest.mark.integration
+def test_real_oar_twenty_concurrent_registrations(real):
+    _registry, oar, port = real
+    hosts = [new_hostname() for _ in range(20)]
+    results: dict[str, tuple[int, dict]] = {}
+
+    def register(n: int, host: str) -> None:
+        results[host] = post(port, registration(TOKEN, host, f"127.0.2.{n + 1}",
+                                                sockets=1 + n % 2, cores=2))
+
+    threads = [threading.Thread(target=register, args=(n, h)) for n, h in enumerate(hosts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert all(results[h][0] == 200 for h in hosts), {h: results[h] for h in hosts}
+    found = _by_host(oar, set(hosts))
+    for n, host in enumerate(hosts):
+        expected = 2 * (1 + n % 2)
+        assert sorted(r.cpuset for r in found[host]) == list(range(expected)), host
+    every = oar.resources()
+    assert len({r.core for r in every}) == len(every), "no core id given twice"
+    counts = Counter((r.host, r.cpuset) for r in every)
+    assert max(counts.values()) == 1, "every resource exactly once"
+
+
+@pytest.mark.integration
+def test_real_oar_bad_requests_change_nothing(real):
+    _registry, oar, port = real
+    before = oar.resources()
+    for name, (expected, raw) in _bad_bodies(new_hostname()).items():
+        status, answer = post(port, raw)
+        assert status == expected, f"{name}: {status} {answer}"
+    assert oar.resources() == before
+
+
+@pytest.mark.integration
+def test_real_oar_node_endpoint_reports_the_state(real):
+    _registry, _oar, port = real
+    host = new_hostname()
+    assert get(port, f"/v1/nodes/{host}", TOKEN)[0] == 404
+    assert post(port, registration(TOKEN, host, "127.0.3.1", cores=3))[0] == 200
+    status, answer = get(port, f"/v1/nodes/{host}", TOKEN)
+    assert status == 200 and sorted(r["cpuset"] for r in answer["resources"]) == [0, 1, 2]
+    assert answer["state"] == "Alive"
+
+
+def test_token_is_compared_in_constant_time(monkeypatch):
+    import hmac
+
+    from autoconf import registry as module
+
+    seen = []
+    real_compare = hmac.compare_digest
+    monkeypatch.setattr(module.hmac, "compare_digest",
+                        lambda a, b: seen.append((a, b)) or real_compare(a, b))
+    with pytest.raises(module.Unauthorized):
+        module.check_token({"token": "nope"}, TOKEN)
+    assert seen == [(b"nope", TOKEN.encode())]
+
+
+def test_empty_server_token_accepts_nobody():
+    from autoconf import registry as module
+
+    with pytest.raises(module.Unauthorized):
+        module.check_token({"token": ""}, "")
