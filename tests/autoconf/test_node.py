@@ -142,6 +142,7 @@ class Commands(list):
     def __init__(self) -> None:
         super().__init__()
         self.fail: dict[str, proc.CommandError] = {}
+        self.passthrough: set[str] = set()  # commands really run (integration tests only)
 
 
 @pytest.fixture
@@ -150,9 +151,11 @@ def commands(monkeypatch):
     ran = Commands()
     fail = ran.fail
 
-    def run(argv, check=True, **_kw):
+    def run(argv, check=True, **kw):
         argv = [str(a) for a in argv]
         ran.append(argv)
+        if argv[0] in ran.passthrough:
+            return real_run(argv, check=check, **kw)
         if argv[0] in fail:
             raise fail[argv[0]]
         if argv[0] == "ssh-keygen":  # create the files like ssh-keygen would
@@ -161,6 +164,7 @@ def commands(monkeypatch):
             key.with_name(key.name + ".pub").write_text("ssh-rsa AAAA oar-node\n")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
+    real_run = proc.run
     monkeypatch.setattr(proc, "run", run)
     monkeypatch.setattr(node, "running_hostname", lambda: "debian")
     return ran
@@ -431,3 +435,72 @@ def test_watcher_process_marks_the_node_absent_on_sigterm(registry, tmp_path):
     assert f"{HOST} marked Absent" in out
     assert f"127.0.0.1 {HOST}" not in (root / "etc/hosts").read_text()  # not registered by it
     assert "127.0.0.1 oar-server" in (root / "etc/hosts").read_text()
+
+
+# ---- against the project's own registration service ----------------------------------------
+
+
+def project_registry(tmp_path: Path, oar, oar_conf: Path | None = None):
+    """autoconf.registry (the server side) with `oar` behind it, on 127.0.0.1."""
+    from autoconf.registry import Registry, RegistrySettings, ServerState
+
+    if oar_conf is None:
+        oar_conf = tmp_path / "server-oar.conf"
+        oar_conf.write_text(OAR_CONF)
+    hosts = tmp_path / "server-hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    settings = RegistrySettings(token=TOKEN, server=ServerState("oar-server", "127.0.0.1",
+                                                                "127.0.0.0/8"),
+                                oar_conf=oar_conf, hosts_file=hosts, state_timeout=60)
+    return Registry(settings, oar)
+
+
+def test_node_joins_through_the_projects_registration_service(root, commands, tmp_path):
+    from tests.autoconf.fakenodes import serving
+    from tests.autoconf.test_registry import FakeOar
+
+    oar = FakeOar()
+    registry = project_registry(tmp_path, oar)
+    with serving(registry) as port:
+        config = node_config(server=f"127.0.0.1:{port}")
+        assert node.handle(config, DETECTION, root, alive_deadline=5) == HOST
+        assert sorted(r.cpuset for r in oar.host_resources(HOST)) == [0, 1]
+        assert (root / "etc/oar/oar.conf").read_text() == OAR_CONF
+        assert "127.0.0.1 oar-server" in (root / "etc/hosts").read_text()
+
+        for row in oar.host_resources(HOST):  # the server rebooted: OAR forgot the node
+            oar.rows.remove(row)
+        watcher = node.Watcher(config, root, node.read_state(root), port=port)
+        watcher.tick()
+        assert sorted(r.cpuset for r in oar.host_resources(HOST)) == [0, 1]
+
+
+@pytest.mark.integration
+def test_real_oar_node_joins_rejoins_after_being_forgotten_and_goes_absent(
+    oar_server, root, commands, monkeypatch, tmp_path
+):
+    from tests.autoconf.fakenodes import new_hostname, serving
+
+    host = new_hostname()
+    detection = Detection(host, None, None, DETECTION.cpus, 2048, DETECTION.interfaces, "eth0")
+    registry = project_registry(tmp_path, oar_server, Path("/etc/oar/oar.conf"))
+    with serving(registry) as port:
+        config = node_config(server=f"127.0.0.1:{port}")
+        assert node.handle(config, detection, root, alive_deadline=60) == host
+        assert {r.state for r in oar_server.host_resources(host)} == {"Alive"}
+
+        # The server forgot the node (its database was reset): the watcher registers it again.
+        oar_server.set_state(host, "Dead")
+        for row in oar_server.wait_for_state(host, "Dead", timeout=60):
+            oar_server.remove(row.resource_id)
+        assert oar_server.host_resources(host) == []
+        watcher = node.Watcher(config, root, node.read_state(root), port=port)
+        watcher.tick()
+        assert sorted(r.cpuset for r in oar_server.host_resources(host)) == [0, 1]
+
+        # Shutdown: the real oarnodesetting marks the node Absent.
+        commands.passthrough.add("oarnodesetting")
+        assert watcher.mark_absent()
+        assert {r.state for r in oar_server.wait_for_state(host, "Absent", timeout=60)} == {
+            "Absent"
+        }
