@@ -338,7 +338,7 @@ def config_from_json(data: Any) -> Config:
         raise ValueError("expected a JSON object")
     values: dict[str, Any] = {}
     for name in SETTINGS:
-        if name not in data or data[name] is None:
+        if data.get(name) in (None, ""):  # unset (an image built without a token)
             continue
         value = data[name]
         text = ("1" if value else "0") if isinstance(value, bool) else str(value)

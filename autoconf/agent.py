@@ -1,0 +1,218 @@
+"""The boot-time flow of the agent: config, keyboard, role, detection, role actions, summary.
+
+`oar-autoconf boot` runs this once per boot from a systemd oneshot on the console. Each step is
+one function below, called in order by `boot()`; none of them can hang the boot on user input
+(prompts time out, bad values fall back to defaults with a warning). The role actions live in
+autoconf.server and autoconf.node and are imported only when the role needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from autoconf import keyboard
+from autoconf.config import Config, Role, Source, load_config, write_config
+from autoconf.detect import Detection, DetectionError, cluster_address, detect
+from autoconf.proc import CommandError
+from autoconf.prompt import ask
+from autoconf.resources import oar_mem_gib, plan_resources
+
+ROLE_CHOICES = [Role.SERVER.value, Role.NODE.value, Role.SOLO.value, Role.AUTO.value]
+DEFAULT_ROLE = Role.AUTO  # the answer when nobody answers: join a cluster if one is there
+BEACON_MIN_WAIT = 6.0  # role auto listens at least three beacon periods (oar.timeout=0 too)
+KEYMAP_HINT = "us, fr, de, gb, es, it, ch, be, ..."
+
+
+@dataclass
+class Console:
+    """What the flow talks to: the terminal, the machine root, and the role actions.
+
+    Tests replace the parts that would touch the real machine.
+    """
+
+    root: Path = Path("/")
+    cmdline: str | None = None  # None: read root/proc/cmdline
+    tty: int | None = None  # the prompts' terminal; None: stdin
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    debug: bool = False
+    apply_keymap: Callable[..., keyboard.KeyboardResult] = keyboard.apply_keymap
+    find_server: Callable[[Config, float], str | None] | None = None  # role auto
+    server_handle: Callable[[Config, Detection], str] | None = None
+    node_handle: Callable[[Config, Detection], str] | None = None
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
+class StepFailed(Exception):
+    """A step could not do its work; the message is the sentence shown on the console."""
+
+
+# ---- the steps, in boot order -------------------------------------------------------------------
+
+
+def effective_config(console: Console) -> Config:
+    config, warnings = load_config(console.root, console.cmdline)
+    for warning in warnings:
+        console.say(f"OAR Live: warning: {warning}")
+    return config
+
+
+def keyboard_layout(config: Config, console: Console) -> Config:
+    """Ask for the layout unless it was given (kernel line, medium), then apply it."""
+    if config.source("keymap") == Source.DEFAULT.value and keyboard.available_keymaps(
+            console.root):
+        def check(name: str) -> str | None:
+            return keyboard.check_keymap(name, console.root)
+
+        answer = ask("Keyboard layout", config.keymap, validate=check, hint=KEYMAP_HINT,
+                     timeout=config.timeout, fd=console.tty)
+        if answer.typed:
+            config = config.answered(keymap=answer.value)
+    try:
+        result = console.apply_keymap(config.keymap, console.root)
+        console.say(f"OAR Live: {result.describe()}")
+    except keyboard.KeymapError as exc:
+        console.say(f"OAR Live: warning: keyboard layout {config.keymap}: {exc}; "
+                    "keeping the current layout")
+    except CommandError as exc:
+        console.say(f"OAR Live: warning: keyboard layout {config.keymap} not applied: {exc}")
+    return config
+
+
+def choose_role(config: Config, console: Console) -> Config:
+    """Ask for the role unless it was given; `auto` is resolved by `resolve_auto_role`."""
+    if config.role is not Role.ASK:
+        return config
+    answer = ask("Role of this machine", DEFAULT_ROLE.value, choices=ROLE_CHOICES,
+                 timeout=config.timeout, fd=console.tty)
+    if answer.typed:
+        return config.answered(role=Role(answer.value))
+    return config.answered(Source.DEFAULT, role=DEFAULT_ROLE)
+
+
+def _default_find_server(config: Config, wait: float) -> str | None:
+    """Role auto: oar.server, DHCP next-server or the beacon (autoconf.discover, no prompt)."""
+    discover = importlib.import_module("autoconf.discover")
+    server = discover.find_server(config, beacon_timeout=wait, ask=False)
+    return server.address if server is not None else None
+
+
+def resolve_auto_role(config: Config, console: Console) -> Config:
+    """`auto`: node when a server of this cluster answers within the timeout, else solo."""
+    if config.role is not Role.AUTO:
+        return config
+    wait = max(float(config.timeout), BEACON_MIN_WAIT)
+    console.say(f"OAR Live: role auto: looking for an OAR Live server ({wait:g} s)")
+    find = console.find_server or _default_find_server
+    try:
+        found = find(config, wait)
+    except (OSError, CommandError, ImportError) as exc:
+        console.say(f"OAR Live: warning: cannot look for a server: {exc}")
+        found = None
+    if found:
+        console.say(f"OAR Live: found the server at {found}: this machine becomes a node")
+        return config.answered(Source.AUTO, role=Role.NODE, server=found)
+    console.say("OAR Live: no server answered: this machine becomes a solo cluster "
+                "(server and node)")
+    return config.answered(Source.AUTO, role=Role.SOLO)
+
+
+def detection(config: Config, console: Console) -> Detection:
+    try:
+        return detect(console.root, config.net)
+    except (DetectionError, OSError) as exc:
+        raise StepFailed(f"cannot describe this machine: {exc}") from None
+
+
+def _action(console: Console, role: str) -> Callable[[Config, Detection], str]:
+    given = console.server_handle if role == "server" else console.node_handle
+    if given is not None:
+        return given
+    try:
+        module = importlib.import_module(f"autoconf.{role}")
+    except ImportError as exc:
+        raise StepFailed(f"this image has no {role} role ({exc})") from None
+    return functools.partial(module.handle, root=console.root)
+
+
+def role_actions(config: Config, found: Detection, console: Console) -> str:
+    """Run the role; returns this machine's hostname in the cluster."""
+    try:
+        if config.role is Role.SERVER:
+            return _action(console, "server")(config, found)
+        if config.role is Role.NODE:
+            return _action(console, "node")(config, found)
+        # solo: the server, then a node registering with it on the same machine
+        _action(console, "server")(config, found)
+        own = cluster_address(found, config.net) or "127.0.0.1"
+        return _action(console, "node")(config.answered(Source.AUTO, server=own), found)
+    except StepFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure must end as a sentence, not a hang
+        if console.debug:
+            traceback.print_exc(file=console.out)
+        raise StepFailed(f"the {config.role.value} role failed: {exc}") from None
+
+
+def summary(config: Config, found: Detection, hostname: str, console: Console) -> None:
+    plan = plan_resources(found, hostname)
+    cpusets = ",".join(str(r.cpuset) for r in plan)
+    boot_if = f" ({found.boot_interface})" if found.boot_interface else ""
+    lines = [
+        ("role", config.role.value),
+        ("hostname", hostname),
+        ("address", (cluster_address(found, config.net) or "none") + boot_if),
+        ("resources", f"{len(plan)} (cpusets {cpusets}; {found.sockets} socket(s), "
+                      f"{found.cores} core(s), mem={oar_mem_gib(found.mem_mib)} GiB)"),
+    ]
+    if config.role is Role.NODE and config.server:
+        lines.append(("server", config.server))
+    console.say("OAR Live " + "-" * 50)
+    for name, value in lines:
+        console.say(f"  {name:<10} {value}")
+
+
+def boot(console: Console) -> int:
+    """The whole boot flow; 0 when the machine is set up (or the agent is off)."""
+    started = time.monotonic()
+    config = effective_config(console)
+    if not config.autoconf:
+        write_config(config, console.root)
+        console.say("OAR Live: oar.autoconf=0: automatic configuration is off")
+        return 0
+    try:
+        config = keyboard_layout(config, console)
+        config = choose_role(config, console)
+        config = resolve_auto_role(config, console)
+        found = detection(config, console)
+        write_config(config, console.root)  # the role actions' services read it
+        hostname = role_actions(config, found, console)
+    except StepFailed as exc:
+        console.say(f"OAR Live: error: {exc}")
+        console.say("OAR Live: see `journalctl -u oar-autoconf` and `oar-autoconf status`")
+        return 1
+    summary(config, found, hostname, console)
+    console.say(f"  ready in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`oar-autoconf boot`."""
+    parser = argparse.ArgumentParser(prog="oar-autoconf boot",
+                                     description="Configure this machine as the boot does.")
+    parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
+    parser.add_argument("--cmdline", default=None,
+                        help="use this kernel command line instead of /proc/cmdline")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
+    args = parser.parse_args(argv)
+    return boot(Console(root=args.root, cmdline=args.cmdline, debug=args.debug))

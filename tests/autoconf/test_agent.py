@@ -1,0 +1,193 @@
+"""The boot flow on fake machines: what the console shows and what the roles are asked to do."""
+
+import io
+import json
+import os
+import pty
+import select
+import threading
+import time
+
+import pytest
+
+from autoconf.agent import Console, boot
+from autoconf.config import Role, read_config
+from autoconf.keyboard import KeyboardResult
+from tests.autoconf import fakeroot
+from tests.autoconf.fakeroot import build_root
+
+
+class Roles:
+    """Stand-ins for autoconf.server.handle / autoconf.node.handle that record their calls."""
+
+    def __init__(self, fail=None):
+        self.calls = []
+        self.fail = fail
+
+    def server(self, config, detection):
+        self.calls.append(("server", config, detection))
+        if self.fail == "server":
+            raise RuntimeError("oar-database --check failed (exit 1)")
+        return "server"
+
+    def node(self, config, detection):
+        self.calls.append(("node", config, detection))
+        return detection.hostname
+
+
+def keymaps(calls):
+    def apply(name, root):
+        calls.append(name)
+        return KeyboardResult(name, name, changed=name != "us", tool="setupcon")
+
+    return apply
+
+
+def make_console(tmp_path, cmdline, roles, found=None, **kw):
+    root = build_root(tmp_path / "root", fakeroot.two_sockets_two_cores())
+    out = io.StringIO()
+    console = Console(root=root, cmdline=cmdline, out=out, server_handle=roles.server,
+                      node_handle=roles.node, find_server=lambda config, wait: found,
+                      apply_keymap=keymaps([]), **kw)
+    return console, out
+
+
+def test_autoconf_off_does_nothing_but_say_so(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "quiet oar.autoconf=0 oar.role=server", roles)
+    assert boot(console) == 0
+    assert roles.calls == []
+    assert "automatic configuration is off" in out.getvalue()
+    assert read_config(console.root).autoconf is False
+
+
+def test_server_role_from_the_kernel_line(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=server oar.timeout=0", roles)
+    assert boot(console) == 0
+    assert [c[0] for c in roles.calls] == ["server"]
+    config, detection = roles.calls[0][1:]
+    assert config.role is Role.SERVER and detection.hostname == "node-525400123456"
+    screen = out.getvalue()
+    assert "role       server" in screen
+    assert "address    10.0.0.5 (eth0)" in screen
+    assert "resources  4 (cpusets 0,1,2,3; 2 socket(s), 4 core(s), mem=16 GiB)" in screen
+    saved = json.loads((console.root / "run/oar-live/config.json").read_text())
+    assert saved["role"] == "server" and saved["sources"]["role"] == "cmdline"
+
+
+def test_solo_is_a_server_then_a_node_registering_with_it(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=solo oar.timeout=0", roles)
+    assert boot(console) == 0
+    assert [c[0] for c in roles.calls] == ["server", "node"]
+    node_config = roles.calls[1][1]
+    assert node_config.server == "10.0.0.5" and node_config.server_endpoint()[1] == 6680
+    assert "hostname   node-525400123456" in out.getvalue()
+
+
+def test_auto_becomes_a_node_when_a_server_answers(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=auto oar.timeout=0", roles,
+                                found="10.0.0.1:6680")
+    assert boot(console) == 0
+    assert [c[0] for c in roles.calls] == ["node"]
+    saved = read_config(console.root)
+    assert saved.role is Role.NODE and saved.server == "10.0.0.1:6680"
+    assert saved.source("role") == "auto"
+    assert "server     10.0.0.1:6680" in out.getvalue()
+
+
+def test_auto_becomes_solo_when_nobody_answers(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=auto oar.timeout=0", roles, found=None)
+    assert boot(console) == 0
+    assert [c[0] for c in roles.calls] == ["server", "node"]
+    assert "no server answered" in out.getvalue()
+    assert read_config(console.root).role is Role.SOLO
+
+
+def test_bad_kernel_keys_are_shown_and_the_boot_goes_on(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=server oar.timeout=soon oar.colour=red",
+                                roles)
+    start = time.monotonic()
+    assert boot(console) == 0  # no terminal in tests: timeout 10 but nothing waits
+    assert time.monotonic() - start < 2
+    screen = out.getvalue()
+    assert "warning: kernel command line: oar.timeout=soon" in screen
+    assert "unknown key oar.colour" in screen
+    assert roles.calls[0][1].timeout == 10
+
+
+def test_a_failing_role_is_one_sentence_and_exit_1(tmp_path):
+    roles = Roles(fail="server")
+    console, out = make_console(tmp_path, "oar.role=server oar.timeout=0", roles)
+    assert boot(console) == 1
+    screen = out.getvalue()
+    assert "error: the server role failed: oar-database --check failed (exit 1)" in screen
+    assert "Traceback" not in screen
+
+
+def test_a_machine_that_cannot_be_described_stops_before_the_role(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=node oar.timeout=0", roles)
+    (console.root / "proc/meminfo").write_text("")
+    assert boot(console) == 1
+    assert roles.calls == [] and "cannot describe this machine" in out.getvalue()
+
+
+def test_keymap_from_the_kernel_line_is_applied_without_asking(tmp_path):
+    roles, applied = Roles(), []
+    console, out = make_console(tmp_path, "oar.role=server oar.keymap=de", roles)
+    console.apply_keymap = keymaps(applied)
+    assert boot(console) == 0
+    assert applied == ["de"]
+    assert "keyboard layout de applied with setupcon" in out.getvalue()
+
+
+def test_unknown_keymap_warns_and_keeps_the_layout(tmp_path):
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=server oar.keymap=zz oar.timeout=0", roles)
+    console.apply_keymap = __import__("autoconf.keyboard").keyboard.apply_keymap  # real one
+    assert boot(console) == 0
+    assert "keyboard layout zz: no console keymap tool is installed" in out.getvalue()
+
+
+@pytest.mark.spawns  # a real pty
+def test_prompts_on_the_console_keyboard_then_role(tmp_path):
+    roles, applied = Roles(), []
+    root = build_root(tmp_path / "root", fakeroot.two_sockets_two_cores())
+    (root / "bin").mkdir()
+    (root / "bin/setupcon").write_text("")
+    (root / "usr/share/X11/xkb/symbols").mkdir(parents=True)
+    for name in ("us", "fr", "de"):
+        (root / "usr/share/X11/xkb/symbols" / name).write_text("")
+    master, slave = pty.openpty()
+    out = io.StringIO()
+    console = Console(root=root, cmdline="oar.timeout=30", tty=slave, out=out,
+                      server_handle=roles.server, node_handle=roles.node,
+                      apply_keymap=keymaps(applied))
+    result = []
+    thread = threading.Thread(target=lambda: result.append(boot(console)), daemon=True)
+    thread.start()
+    screen = ""
+    try:
+        for wanted, keys in (("Keyboard layout [us]", "xx\r"), ("no keymap named 'xx'", "fr\r"),
+                             ("Role of this machine [auto]", "server\r")):
+            end = time.monotonic() + 5
+            while wanted not in screen:
+                assert time.monotonic() < end, screen
+                if select.select([master], [], [], 0.2)[0]:
+                    screen += os.read(master, 4096).decode(errors="replace")
+            os.write(master, keys.encode())
+        thread.join(10)
+        assert result == [0]
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert applied == ["fr"]
+    assert [c[0] for c in roles.calls] == ["server"]
+    saved = read_config(root)
+    assert (saved.keymap, saved.source("keymap")) == ("fr", "prompt")
+    assert (saved.role, saved.source("role")) == (Role.SERVER, "prompt")
