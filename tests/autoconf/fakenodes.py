@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
+import ipaddress
 import json
+import os
 import secrets
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from autoconf import proc, server
+from autoconf.oarstate import Oar
 from autoconf.registry import Registry, make_server
+
+LOOPBACK_SERVER = server.ServerHost("localhost", ipaddress.IPv4Interface("127.0.0.1/8"))
+HOST_DEBS = "postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl"
+LOCK_FILE = "/run/lock/oar-live-test-oar-server.lock"
+_NEEDED = ("psql", "pg_isready", "oar-database", "oarnodesetting", "oarnodes", "oarproperty",
+           "oarremoveresource", "runuser")
 
 
 def new_hostname() -> str:
@@ -105,3 +118,54 @@ def serving(registry: Registry) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+class HostNotReady(Exception):
+    """This machine cannot run a real OAR server (not root, packages missing)."""
+
+
+@contextmanager
+def loopback_oar_server() -> Iterator[Oar]:
+    """A real OAR server on this machine, on loopback, with a fresh database; yields an Oar.
+
+    Uses the server role's own steps (PostgreSQL settings, oar.conf and secrets, database,
+    oar-server, properties), so it writes the host's /etc/oar/oar.conf, /etc/oar-live/secrets.yaml
+    and PostgreSQL settings: for throw-away test machines. The OAR database is dropped and
+    created again (the passwords then always match the secrets file). PostgreSQL and oar-server
+    are stopped at the end when they were not running before. Two test sessions on one machine
+    take turns (a lock file): a second set-up would drop the first one's database.
+    """
+    missing = [tool for tool in _NEEDED if shutil.which(tool) is None]
+    if missing or os.geteuid() != 0:
+        raise HostNotReady(
+            f"a real OAR server needs root and the Debian packages {HOST_DEBS} "
+            f"(missing: {', '.join(missing) or 'root'}); `make host-test-deps` installs them"
+        )
+    with open(LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        with _set_up_oar() as oar:
+            yield oar
+
+
+@contextmanager
+def _set_up_oar() -> Iterator[Oar]:
+    postgres_was_running = server.service("postgresql", "status")
+    oar_was_running = server.service("oar-server", "status")
+    if oar_was_running:
+        server.service("oar-server", "stop")  # it holds connections to the database we drop
+    try:
+        server.ensure_postgresql(LOOPBACK_SERVER)
+        server.ensure_oar_conf(LOOPBACK_SERVER)
+        for sql in ("DROP DATABASE IF EXISTS oar", "DROP ROLE IF EXISTS oar",
+                    "DROP ROLE IF EXISTS oar_ro"):
+            proc.run(["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c", sql], timeout=60)
+        if not server.ensure_database():
+            raise HostNotReady("the OAR database was dropped yet `oar-database --check` passes")
+        server.ensure_oar_server()
+        server.ensure_properties()
+        yield Oar(Path("/etc/oar/oar.conf"))
+    finally:
+        if not oar_was_running:
+            server.service("oar-server", "stop")
+        if not postgres_was_running:
+            server.service("postgresql", "stop")
