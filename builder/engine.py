@@ -85,6 +85,11 @@ class Workspace:
         except BlockingIOError:
             raise RecipeError(f"another build-iso is using {self.dir}") from None
 
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()   # releases the flock
+            self._lock = None
+
     def state(self) -> dict:
         if self.state_file.exists():
             return json.loads(self.state_file.read_text())
@@ -161,8 +166,14 @@ class Engine:
     def run(self) -> None:
         compiled = self.compile_all()
         keys = self.keys()
+        self.workspace.open()
+        try:
+            self._run(compiled, keys)
+        finally:
+            self.workspace.close()
+
+    def _run(self, compiled: list[CompiledMacrostep], keys: list[str]) -> None:
         ws = self.workspace
-        ws.open()
         state = ws.state()
         steps: dict[str, StepState] = {
             n: StepState.from_json(d) for n, d in state.get("steps", {}).items()}

@@ -1,0 +1,80 @@
+"""Checkpoint keys change exactly when something that produced the layer changed."""
+
+from pathlib import Path
+
+from builder.checkpoint import CheckpointStore, project_root, step_key, tree_digest
+from builder.compile import compile_macrostep
+from builder.recipe import load_recipe
+from builder.variables import Variables
+
+
+def _keys(path: Path) -> list[str]:
+    recipe = load_recipe(path)
+    v = Variables(recipe.variables, recipe.variable_lines, recipe.path,
+                  {"workdir": "@workdir@", "cwd": "@cwd@", "recipe_dir": str(recipe.dir)})
+    keys, prev = [], "x"
+    for m in recipe.macrosteps:
+        prev = step_key(prev, compile_macrostep(m, v), v, project_root(recipe.dir))
+        keys.append(prev)
+    return keys
+
+
+def _tree(tree):
+    tree.write("a.yaml", "- a:\n    - exec_current: echo $$greeting\n")
+    tree.write("b.yaml", "- b:\n    - exec_current: cp -r $$src $$workdir/\n")
+    tree.write("c.yaml", "- c:\n    - exec_current: echo c\n")
+    (tree.root / "src").mkdir()
+    (tree.root / "src" / "agent.py").write_text("print(1)\n")
+    return tree.recipe("- a\n- b\n- c\n",
+                       extra_globals=f"greeting: hi\nsrc: {tree.root}/src\nunused: 1\n")
+
+
+def test_editing_a_step_changes_its_key_and_later_ones_only(tree):
+    path = _tree(tree)
+    k1 = _keys(path)
+    assert k1 == _keys(path)
+    (tree.recipes / "b.yaml").write_text("- b:\n    - exec_current: cp -a $$src $$workdir/\n")
+    k2 = _keys(path)
+    assert k2[0] == k1[0] and k2[1] != k1[1] and k2[2] != k1[2]
+
+
+def test_a_used_variable_changes_its_users_only(tree):
+    path = _tree(tree)
+    k1 = _keys(path)
+    path.write_text(path.read_text().replace("greeting: hi", "greeting: hello"))
+    k2 = _keys(path)
+    assert all(a != b for a, b in zip(k1, k2, strict=True))
+    path.write_text(path.read_text().replace("unused: 1", "unused: 2"))
+    assert _keys(path) == k2
+
+
+def test_source_files_named_by_a_variable_are_part_of_the_key(tree):
+    path = _tree(tree)
+    k1 = _keys(path)
+    (tree.root / "src" / "agent.py").write_text("print(2)\n")
+    k2 = _keys(path)
+    assert k2[0] == k1[0] and k2[1] != k1[1]
+
+
+def test_tree_digest_sees_content_names_and_modes(tmp_path: Path):
+    (tmp_path / "f").write_text("x")
+    d1 = tree_digest(tmp_path)
+    (tmp_path / "f").chmod(0o755)
+    d2 = tree_digest(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "junk.pyc").write_text("y")
+    assert d1 != d2 and tree_digest(tmp_path) == d2
+
+
+def test_store_save_get_clear(tmp_path: Path):
+    store = CheckpointStore(tmp_path / "cp")
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "file").write_text("data")
+    env = tmp_path / "env"
+    env.write_text("declare -x A=1\n")
+    assert store.get("k") is None
+    cp = store.save("k", layer, env, "step")
+    assert not layer.exists() and (cp.layer / "file").read_text() == "data"
+    assert store.get("k") == cp
+    assert store.clear() == 1 and store.get("k") is None

@@ -1,0 +1,53 @@
+"""build-iso's command line: listing, dry runs and one-line errors with exit status 2."""
+
+import pytest
+
+from builder.cli import main
+
+
+@pytest.fixture
+def recipe(tree):
+    tree.write("boot.yaml", "- a:\n    - exec_current: echo $$greeting\n- b:\n"
+                            "    - exec_chroot: 'true'\n")
+    tree.write("exp.yaml", "- pack:\n    - exec_appliance: tar -cf $$build_dir/x.tar .\n")
+    return tree.recipe("- boot\n- exp: {checkpoint: false}\n", extra_globals="greeting: hi\n")
+
+
+def test_list_prints_steps_in_order(recipe, capsys):
+    assert main([str(recipe), "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(" 1. boot") and out[1:3] == ["      - a", "      - b"]
+    assert out[3].startswith(" 2. exp") and out[3].endswith("(no checkpoint)")
+
+
+def test_dry_run_prints_the_compiled_scripts(recipe, capsys):
+    assert main([str(recipe), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "echo hi" in out and "__bi_chroot true" in out
+    assert out.count("# macrostep ") == 2 and "trap __bi_exit EXIT" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--from", "boot"], "--from needs --workdir"),
+    (["--breakpoint", "nope"], "--breakpoint nope: no macrostep 'nope' (steps: boot, exp)"),
+    (["--to", "boot/zz"], "--to boot/zz: macrostep 'boot' has no microstep 'zz'"),
+    (["--set", "bogus=1"], "the recipe has no variable 'bogus'"),
+])
+def test_bad_options_are_one_line_errors(recipe, capsys, args, message):
+    assert main([str(recipe), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_malformed_recipe_exit_2_one_line(tree, capsys):
+    path = tree.recipes / "r.yaml"
+    path.write_text("global: [\n")
+    assert main([str(path), "--list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"build-iso: error: {path}:")
+
+
+def test_missing_recipe(tmp_path, capsys):
+    assert main([str(tmp_path / "none.yaml")]) == 2
+    assert "recipe not found" in capsys.readouterr().err
