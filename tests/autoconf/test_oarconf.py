@@ -1,0 +1,167 @@
+"""oar.conf rendering from Debian's file, and the database passwords stored in the image."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from autoconf import oarconf
+from autoconf.oarconf import OarConfError, OarSettings, Secrets
+
+DEBIAN_OAR_CONF = Path("/usr/share/oar/oar-common/oar.conf")
+
+# The head of Debian's oar.conf (oar-common 2.5.9), as shipped.
+TEMPLATE = """\
+#############################################################################
+#
+#   OAR configuration file
+#
+#############################################################################
+
+# Database type ("mysql" or "Pg")
+DB_TYPE="Pg"
+
+# DataBase hostname
+DB_HOSTNAME="127.0.0.1"
+
+# DataBase port
+DB_PORT="5432"
+
+# Database base name
+DB_BASE_NAME="oar"
+
+# DataBase user name
+DB_BASE_LOGIN="oar"
+
+# DataBase user password
+DB_BASE_PASSWD=""
+
+# DataBase read only user name
+DB_BASE_LOGIN_RO="oar_ro"
+
+# DataBase read only user password
+DB_BASE_PASSWD_RO=""
+
+# Name of the server
+SERVER_HOSTNAME="localhost"
+
+# Server port
+SERVER_PORT="6666"
+
+# Cpusets
+JOB_RESOURCE_MANAGER_PROPERTY_DB_FIELD="cpuset"
+#CPUSET_PATH="/oar"
+OPENSSH_CMD="/usr/bin/ssh -p 6667 -e none"
+"""
+
+SECRETS = Secrets("a" * 48, "b" * 48)
+
+
+def fake_root(tmp_path: Path, template: str = TEMPLATE) -> Path:
+    path = tmp_path / oarconf.TEMPLATE
+    path.parent.mkdir(parents=True)
+    path.write_text(template)
+    return tmp_path
+
+
+def test_render_sets_our_keys_in_place_and_keeps_everything_else(tmp_path):
+    root = fake_root(tmp_path)
+    text = oarconf.render_for(OarSettings("oar-server", "10.0.0.1", SECRETS), root)
+    values = oarconf.parse(text)
+    assert values["DB_HOSTNAME"] == "10.0.0.1"
+    assert values["SERVER_HOSTNAME"] == "oar-server"
+    assert values["DB_BASE_PASSWD"] == "a" * 48 and values["DB_BASE_PASSWD_RO"] == "b" * 48
+    assert values["SERVER_PORT"] == "6666" and values["DB_PORT"] == "5432"
+    # Same number of lines, each key still under its own comment, the rest untouched.
+    assert len(text.splitlines()) == len(TEMPLATE.splitlines())
+    lines = text.splitlines()
+    assert lines[lines.index('SERVER_HOSTNAME="oar-server"') - 1] == "# Name of the server"
+    assert '#CPUSET_PATH="/oar"' in lines
+    assert 'OPENSSH_CMD="/usr/bin/ssh -p 6667 -e none"' in lines
+
+
+def test_render_is_the_same_text_whatever_machine_renders_it(tmp_path):
+    root = fake_root(tmp_path)
+    settings = OarSettings("oar-server", "10.0.0.1", SECRETS)
+    assert oarconf.render_for(settings, root) == oarconf.render_for(settings, root)
+    assert oarconf.render(oarconf.render_for(settings, root), settings.values()) == (
+        oarconf.render_for(settings, root)
+    ), "rendering an already rendered file changes nothing"
+
+
+def test_missing_keys_are_appended_and_duplicates_dropped():
+    text = oarconf.render('A="1"\nSERVER_PORT="1"\nSERVER_PORT="2"\n', {"SERVER_PORT": "6666",
+                                                                          "DB_PORT": "5432"})
+    assert text == 'A="1"\nSERVER_PORT="6666"\nDB_PORT="5432"\n'
+
+
+@pytest.mark.parametrize("value", ['x"; rm -rf /; "', "$(id)", "`id`", "a\nb", "a\\b"])
+def test_values_that_bash_would_interpret_are_refused(value):
+    with pytest.raises(OarConfError, match="unsafe value"):
+        oarconf.render('SERVER_HOSTNAME="x"\n', {"SERVER_HOSTNAME": value})
+
+
+def test_missing_template_names_the_package(tmp_path):
+    with pytest.raises(OarConfError, match="oar-common"):
+        oarconf.render_for(OarSettings("s", "10.0.0.1", SECRETS), tmp_path)
+
+
+def test_secrets_are_generated_once_and_kept_private(tmp_path):
+    first, generated = oarconf.ensure_secrets(tmp_path)
+    assert generated is True
+    path = tmp_path / oarconf.SECRETS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first.db_password) == 48 and first.db_password != first.db_password_ro
+    again, generated_again = oarconf.ensure_secrets(tmp_path)
+    assert (again, generated_again) == (first, False)
+    assert oarconf.read_secrets(tmp_path) == first
+
+
+def test_two_builds_get_different_passwords(tmp_path):
+    one, _ = oarconf.ensure_secrets(tmp_path / "a")
+    two, _ = oarconf.ensure_secrets(tmp_path / "b")
+    assert one.db_password != two.db_password
+
+
+@pytest.mark.parametrize("content", ["db_password: short\ndb_password_ro: short\n", "- a\n",
+                                     "db_password: " + "a" * 48 + "\n"])
+def test_broken_secrets_file_is_an_error_not_a_silent_default(tmp_path, content):
+    path = tmp_path / oarconf.SECRETS_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(OarConfError, match="secrets.yaml"):
+        oarconf.ensure_secrets(tmp_path)
+
+
+def test_write_reports_changes_and_keeps_the_file_private(tmp_path):
+    assert oarconf.write_oar_conf('A="1"\n', tmp_path) is True
+    path = tmp_path / oarconf.OAR_CONF
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert oarconf.write_oar_conf('A="1"\n', tmp_path) is False
+    assert oarconf.write_oar_conf('A="2"\n', tmp_path) is True and path.read_text() == 'A="2"\n'
+
+
+def test_build_time_command_writes_secrets_and_conf(tmp_path, capsys):
+    root = fake_root(tmp_path)
+    assert oarconf.main(["--root", str(root)]) == 0
+    values = oarconf.parse((root / oarconf.OAR_CONF).read_text())
+    stored = oarconf.read_secrets(root)
+    assert values["DB_BASE_PASSWD"] == stored.db_password
+    assert values["DB_HOSTNAME"] == "127.0.0.1" and values["SERVER_HOSTNAME"] == "localhost"
+    assert "generated" in capsys.readouterr().out
+    assert oarconf.main(["--root", str(root)]) == 0
+    assert "passwords: unchanged; oar.conf: unchanged" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not DEBIAN_OAR_CONF.exists(), reason="oar-common is not installed")
+def test_debians_real_file_only_changes_in_our_keys():
+    original = DEBIAN_OAR_CONF.read_text()
+    settings = OarSettings("oar-server", "10.0.0.1", SECRETS)
+    rendered = oarconf.render(original, settings.values())
+    before, after = original.splitlines(), rendered.splitlines()
+    assert len(before) == len(after)
+    changed = {b.split("=")[0] for b, a in zip(before, after, strict=True) if b != a}
+    assert changed <= set(settings.values())
+    assert {"DB_HOSTNAME", "DB_BASE_PASSWD", "DB_BASE_PASSWD_RO", "SERVER_HOSTNAME"} <= changed
