@@ -398,6 +398,7 @@ def stable_hostname(mac: str | None, uuid: str | None, root: Path = Path("/")) -
 def detect(root: Path = Path("/"), net: str | None = None, cmdline: str | None = None
            ) -> Detection:
     """Describe the machine under `root`; `net` is `oar.net` (interface name or CIDR)."""
+    cpus, mem_mib = cpu_topology(root), memory_mib(root)  # nothing to register without them
     found = interfaces(root)
     boot = boot_interface(found, read_cmdline(root) if cmdline is None else cmdline,
                           default_route_interface(root), net)
@@ -408,8 +409,8 @@ def detect(root: Path = Path("/"), net: str | None = None, cmdline: str | None =
         hostname=stable_hostname(mac, uuid, root),
         mac=mac,
         product_uuid=uuid,
-        cpus=cpu_topology(root),
-        mem_mib=memory_mib(root),
+        cpus=cpus,
+        mem_mib=mem_mib,
         interfaces=found,
         boot_interface=boot,
     )
