@@ -15,8 +15,11 @@ Every file is written through a root prefix and every command goes through autoc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import pwd
+import re
 import signal
 import socket
 import sys
@@ -42,6 +45,7 @@ OAR_SSH_HOST_KEY = Path("etc/oar/oar_ssh_host_rsa_key")
 SYSTEM_SSH_HOST_KEY = Path("etc/ssh/ssh_host_rsa_key")
 WATCH_UNIT = "oar-live-node.service"
 TOKEN_HEADER = "X-OAR-Live-Token"
+HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # what `hostname` gets: no options
 
 REGISTER_DEADLINE = 120.0  # at boot; after that the watcher keeps trying in the background
 ALIVE_DEADLINE = 60.0
@@ -58,6 +62,7 @@ class RegistryError(Exception):
 
     def __init__(self, status: int, message: str) -> None:
         self.status = status
+        self.message = message
         super().__init__(f"HTTP {status}: {message}")
 
 
@@ -87,6 +92,9 @@ class Registration:
         for key in ("hostname", "server_hostname", "oar_conf", "hosts"):
             if not isinstance(data.get(key), str) or (key != "hosts" and not data[key]):
                 raise ValueError(f"the answer has no usable {key!r}")
+        for key in ("hostname", "server_hostname"):
+            if not HOST_NAME.match(data[key]):
+                raise ValueError(f"{key} {data[key][:64]!r} is not a host name")
         resources = data.get("resources", [])
         if not isinstance(resources, list):
             raise ValueError("'resources' is not a list")
@@ -131,7 +139,7 @@ class RegistryClient:
         try:
             return Registration.from_json(json.loads(raw))
         except ValueError as exc:
-            raise RegistryError(200, f"unusable registration answer: {exc}") from None
+            raise RegistryError(200, f"an unusable registration answer: {exc}") from None
 
     def node(self, hostname: str) -> dict[str, Any] | None:
         """The server's view of `hostname`, or None when it does not know it (404)."""
@@ -180,6 +188,8 @@ def register(
                     f"the server at {client.base_url} refused this machine's cluster token: "
                     "boot every machine of the cluster from the same image build"
                 ) from None
+            if exc.status == 200:  # a server of another version or a bug: retrying won't help
+                raise NodeError(f"the server at {client.base_url} sent {exc.message}") from None
             if exc.status == 400:
                 raise NodeError(f"the server at {client.base_url} rejected the registration: "
                                 f"{exc}") from None
@@ -232,8 +242,18 @@ def set_hostname(name: str, root: Path) -> bool:
 
 
 def install_oar_conf(text: str, root: Path) -> bool:
-    """The server's oar.conf (the same for every machine) becomes this machine's."""
-    return _write_if_changed(root / OAR_CONF, text if text.endswith("\n") else text + "\n", 0o600)
+    """The server's oar.conf (the same for every machine) becomes this machine's.
+
+    It holds the database passwords: a new file gets Debian's 0600 owned by user oar (OAR's
+    setuid tools read it as oar); an existing one keeps its mode and owner.
+    """
+    path = root / OAR_CONF
+    new = not path.exists()
+    changed = _write_if_changed(path, text if text.endswith("\n") else text + "\n", 0o600)
+    if new and root == Path("/") and os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            os.chown(path, pwd.getpwnam("oar").pw_uid, -1)
+    return changed
 
 
 def hosts_entries(text: str) -> dict[str, str]:

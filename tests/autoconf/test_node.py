@@ -285,6 +285,22 @@ def test_no_server_found_is_a_clear_error_and_the_watcher_keeps_looking(root, co
     assert state["server"] is None and state["detection"] == DETECTION.to_json()
 
 
+def test_a_hostname_the_server_should_not_have_sent_is_refused(registry, root, commands,
+                                                              monkeypatch):
+    original = registry.post
+
+    def hostile(path, raw):
+        status, answer = original(path, raw)
+        return status, dict(answer, hostname="--help")
+
+    monkeypatch.setattr(registry, "post", hostile)
+    with pytest.raises(node.NodeError, match="sent an unusable registration answer: hostname "
+                                             "'--help' is not a host name"):
+        join(registry, root)
+    assert len(registry.registrations) == 1  # not retried
+    assert not any(c[0] == "hostname" for c in commands)
+
+
 # ---- retries ------------------------------------------------------------------------------
 
 
