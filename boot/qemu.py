@@ -1,0 +1,247 @@
+"""Boot OAR Live images under qemu on this machine and talk to them over their serial console.
+
+Used by the end-to-end tests and by the virtual-cluster command: start a VM from an ISO, a disk
+image or a kernel + initrd, with given network devices; every byte of its serial console goes
+to a log file; wait for a pattern with a deadline; type on the console; log in and run commands;
+shut it down cleanly (ACPI power button), killing it when it does not stop in time.
+
+Software emulation (`-accel tcg`) is the default: KVM is not usable on the build machines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+QEMU = "qemu-system-x86_64"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+class VMError(Exception):
+    """A VM did not start, did not show what was awaited in time, or a command failed."""
+
+
+class Firmware(StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """What to boot and how. Exactly one of iso, disk, kernel should be given."""
+
+    name: str
+    rundir: Path
+    iso: Path | None = None
+    disk: Path | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str = ""
+    memory_mib: int = 1024
+    cpus: int = 2
+    firmware: Firmware = Firmware.BIOS
+    # Each entry is a pair (netdev, device), e.g. ("user,id=n0", "virtio-net-pci,netdev=n0").
+    netdevs: tuple[tuple[str, str], ...] = ()
+    snapshot: bool = True  # disk writes go to a temporary overlay; the image stays unchanged
+    extra_args: tuple[str, ...] = ()
+    accel: str = "tcg,tb-size=256"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.rundir / f"{self.name}.serial.log"
+
+    def argv(self) -> list[str]:
+        """qemu's command line for this VM."""
+        if sum(x is not None for x in (self.iso, self.disk, self.kernel)) != 1:
+            raise VMError(f"{self.name}: give exactly one of iso, disk, kernel")
+        sock = self.rundir / f"{self.name}.serial.sock"
+        argv = [
+            QEMU, "-name", self.name, "-accel", self.accel, "-m", str(self.memory_mib),
+            "-smp", str(self.cpus), "-display", "none", "-no-user-config", "-nodefaults",
+            "-chardev",
+            f"socket,id=s0,path={sock},server=on,wait=off,logfile={self.serial_log}",
+            "-serial", "chardev:s0",
+            "-monitor", f"unix:{self.rundir / f'{self.name}.monitor.sock'},server=on,wait=off",
+            "-vga", "std",
+        ]  # fmt: skip
+        if self.firmware is Firmware.UEFI:
+            vars_copy = self.rundir / f"{self.name}.OVMF_VARS.fd"
+            if not vars_copy.exists():
+                shutil.copyfile(OVMF_VARS, vars_copy)
+            argv += [
+                "-machine", "q35",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+            ]  # fmt: skip
+        if self.iso is not None:
+            argv += ["-drive", f"file={self.iso},media=cdrom,readonly=on", "-boot", "d"]
+        if self.disk is not None:
+            fmt = "qcow2" if self.disk.suffix == ".qcow2" else "raw"
+            argv += ["-drive", f"file={self.disk},format={fmt},if=virtio"]
+            if self.snapshot:
+                argv.append("-snapshot")
+        if self.kernel is not None:
+            argv += ["-kernel", str(self.kernel), "-append", self.append]
+            if self.initrd is not None:
+                argv += ["-initrd", str(self.initrd)]
+        if not self.netdevs:
+            argv += ["-nic", "none"]
+        for netdev, device in self.netdevs:
+            argv += ["-netdev", netdev, "-device", device]
+        return argv + list(self.extra_args)
+
+
+@dataclass
+class VM:
+    """A running qemu; use as a context manager so it is always stopped."""
+
+    spec: VMSpec
+    process: subprocess.Popen | None = None
+    _console: socket.socket | None = None
+    _drain: threading.Thread | None = None
+    _offset: int = 0
+    _markers: int = field(default=0)
+
+    def start(self) -> VM:
+        if shutil.which(QEMU) is None:
+            raise VMError(f"{QEMU} not found: apt-get install qemu-system-x86")
+        self.spec.rundir.mkdir(parents=True, exist_ok=True)
+        self.spec.serial_log.unlink(missing_ok=True)
+        self.spec.serial_log.touch()
+        stderr = open(self.spec.rundir / f"{self.spec.name}.qemu.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.spec.argv(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+        )
+        stderr.close()
+        self._connect_console()
+        return self
+
+    def __enter__(self) -> VM:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _connect_console(self) -> None:
+        sock_path = self.spec.rundir / f"{self.spec.name}.serial.sock"
+        deadline = time.monotonic() + 20
+        while True:
+            self._check_alive()
+            try:
+                console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                console.connect(str(sock_path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                console.close()
+                if time.monotonic() > deadline:
+                    raise VMError(f"{self.spec.name}: no serial socket from qemu") from None
+                time.sleep(0.1)
+        self._console = console
+        # qemu copies the console to the log file; reading the socket keeps it from blocking.
+        self._drain = threading.Thread(target=self._discard_console_output, daemon=True)
+        self._drain.start()
+
+    def _discard_console_output(self) -> None:
+        try:
+            while self._console is not None and self._console.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            log = self.spec.rundir / f"{self.spec.name}.qemu.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise VMError(f"{self.spec.name}: qemu exited ({self.process.returncode}): {tail}")
+
+    def log_text(self) -> str:
+        return self.spec.serial_log.read_bytes().decode("utf-8", errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float, *, from_start: bool = False) -> re.Match:
+        """Wait until `pattern` (a regex, multiline) appears on the console after the last match."""
+        regex = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        start = 0 if from_start else self._offset
+        while True:
+            text = self.log_text()
+            match = regex.search(text, start)
+            if match:
+                self._offset = match.end()
+                return match
+            self._check_alive()
+            if time.monotonic() > deadline:
+                tail = text[-1500:]
+                raise VMError(
+                    f"{self.spec.name}: {pattern!r} not seen on the console within {timeout:.0f}s;"
+                    f" console ends with:\n{tail}"
+                )
+            time.sleep(0.5)
+
+    def send(self, text: str) -> None:
+        """Type `text` on the serial console."""
+        if self._console is None:
+            raise VMError(f"{self.spec.name}: not started")
+        self._console.sendall(text.encode())
+
+    def login(self, user: str, password: str, timeout: float = 300) -> None:
+        """Log in on the serial console and make the shell quiet and machine-readable."""
+        self.wait_for(r"login: *$", timeout)
+        self.send(f"{user}\n")
+        self.wait_for(r"Password: *$", 30)
+        self.send(f"{password}\n")
+        self.wait_for(r"[$#] *$", 60)
+        self.run("stty -echo cols 1000; export PS1='$ ' TERM=dumb; sudo -n dmesg -n 1 || true", 60)
+
+    def run(self, command: str, timeout: float, *, check: bool = True) -> tuple[int, str]:
+        """Run a shell command line in the logged-in session: (exit status, output)."""
+        self._markers += 1
+        tag = f"OARLIVE{uuid.uuid4().hex[:8]}"
+        self.send(f"echo {tag}BEGIN; {command}; echo {tag}END $?\n")
+        self.wait_for(rf"^{tag}BEGIN\r?$", timeout)
+        begin = self._offset
+        match = self.wait_for(rf"^{tag}END (\d+)\r?$", timeout)
+        output = self.log_text()[begin : match.start()].replace("\r", "").strip("\n")
+        status = int(match.group(1))
+        if check and status != 0:
+            raise VMError(f"{self.spec.name}: `{command}` exited {status}:\n{output}")
+        return status, output
+
+    def monitor(self, command: str) -> None:
+        """Send one command to qemu's human monitor."""
+        path = self.spec.rundir / f"{self.spec.name}.monitor.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+            mon.connect(str(path))
+            mon.sendall(f"{command}\n".encode())
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 60) -> None:
+        """Power the VM off (ACPI), or kill qemu after `timeout` seconds."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                self.monitor("system_powerdown")
+                self.process.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait(10)
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+        for suffix in ("serial.sock", "monitor.sock"):
+            with_path = self.spec.rundir / f"{self.spec.name}.{suffix}"
+            if with_path.exists():
+                os.unlink(with_path)
+        self.process = None
+

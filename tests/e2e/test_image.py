@@ -1,0 +1,138 @@
+"""End-to-end: build OAR Live with build-iso, boot it under qemu, run a job in its cpuset.
+
+The image is built once per session (checkpoints make rebuilds cheap). Set OAR_LIVE_OUT to a
+folder holding oar-live.iso / .qcow2 / .tgz / .yaml to test already built artifacts instead.
+Until the agent configures a solo machine by itself, tests/e2e/solo_setup.sh (typed over the
+serial console) does it when oar-server is not running after boot.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from boot.qemu import VM, VMSpec
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = Path(__file__).resolve().parents[2]
+RECIPE = PROJECT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
+USER, PASSWORD = "user", "live"  # the recipe's job_user / job_user_password
+NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    given = os.environ.get("OAR_LIVE_OUT")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("out")
+    build_iso = Path(sys.executable).parent / "build-iso"
+    subprocess.run(
+        [str(build_iso), str(RECIPE), "--set", "output=iso,tgz,qcow2",
+         "--set", f"out_dir={out}"],  # fmt: skip
+        check=True,
+        cwd=out,
+    )
+    return out
+
+
+def _type_script(vm: VM, script: Path, target: str) -> None:
+    """Copy a script into the VM through the console (base64, in lines a tty accepts)."""
+    data = base64.b64encode(script.read_bytes()).decode()
+    vm.run(f"rm -f {target}.b64", 30)
+    for i in range(0, len(data), 800):
+        vm.run(f"echo {data[i:i + 800]} >> {target}.b64", 30)
+    vm.run(f"base64 -d {target}.b64 > {target} && chmod +x {target}", 30)
+
+
+def _oar_ready(vm: VM) -> None:
+    """OAR runs: the agent's solo set-up, or the test hook when the agent did not do it."""
+    status, _ = vm.run("systemctl is-active --quiet oar-server", 30, check=False)
+    if status != 0:
+        _type_script(vm, PROJECT / "tests" / "e2e" / "solo_setup.sh", "/tmp/solo_setup.sh")
+        vm.run("sudo /tmp/solo_setup.sh", 300)
+    _, active = vm.run("systemctl is-active postgresql oar-server", 30)
+    assert active.split() == ["active", "active"]
+
+
+def _job_in_one_core(vm: VM) -> tuple[str, str, int]:
+    """Submit a core=1 job as the normal user; its stdout and id once it terminated."""
+    _, out = vm.run(
+        "cd && oarsub -l core=1 'grep Cpus_allowed_list /proc/self/status; cat /proc/self/cgroup'",
+        120,
+    )
+    job = int(re.search(r"OAR_JOB_ID=(\d+)", out).group(1))
+    deadline = time.monotonic() + 300
+    state = ""
+    while time.monotonic() < deadline:
+        _, state = vm.run(f"oarstat -s -j {job}", 60)
+        if re.search(r"(Terminated|Error)\s*$", state):
+            break
+        time.sleep(5)
+    assert state.endswith("Terminated"), state
+    _, stdout = vm.run(f"cat ~/OAR.{job}.stdout", 30)
+    _, cpus = vm.run("nproc", 30)
+    return stdout, cpus, job
+
+
+def _assert_confined(stdout: str, cpus: str, job: int) -> None:
+    allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", stdout).group(1)
+    assert int(cpus) >= 2, "the VM needs 2 CPUs to show a confinement"
+    assert re.fullmatch(r"\d+", allowed), f"a core=1 job may use {allowed}"
+    assert f"/oar/{USER}_{job}" in stdout
+
+
+def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, tmp_path):
+    spec = VMSpec("iso", tmp_path, iso=artifacts / "oar-live.iso", netdevs=NET)
+    with VM(spec) as vm:
+        vm.wait_for(r"OAR Live", 120)  # isolinux's menu, on the serial port too
+        time.sleep(1)
+        vm.send("2")  # hotkey of "Laptop ... serial console" (oar.role=solo)
+        vm.wait_for(r"systemd\.unified_cgroup_hierarchy=0", 180)
+        vm.login(USER, PASSWORD, timeout=420)
+        _, cmdline = vm.run("cat /proc/cmdline", 30)
+        assert "oar.role=solo" in cmdline and "boot=live" in cmdline
+        _oar_ready(vm)
+        _assert_confined(*_job_in_one_core(vm))
+
+
+def test_qcow2_disk_boots_the_same_system(artifacts, tmp_path):
+    spec = VMSpec("disk", tmp_path, disk=artifacts / "oar-live.qcow2", netdevs=NET)
+    with VM(spec) as vm:
+        vm.wait_for(r"OAR Live", 120)  # grub's menu on the serial port
+        time.sleep(1)
+        vm.send("2")
+        vm.login(USER, PASSWORD, timeout=420)
+        _, mounts = vm.run("findmnt -n -o SOURCE,FSTYPE /", 30)
+        assert mounts.split()[1] == "ext4"
+        _oar_ready(vm)
+        _assert_confined(*_job_in_one_core(vm))
+
+
+def test_tgz_has_static_devices_and_a_kadeploy_environment(artifacts):
+    tgz = artifacts / "oar-live.tgz"
+    with tarfile.open(tgz) as tar:
+        members = {m.name.removeprefix("./"): m for m in tar if m.name.startswith("./dev/")}
+    assert members["dev/console"].ischr() and members["dev/null"].ischr()
+    assert (members["dev/null"].devmajor, members["dev/null"].devminor) == (1, 3)
+    env = yaml.safe_load((artifacts / "oar-live.yaml").read_text())
+    assert env["image"] == {"file": "oar-live.tgz", "kind": "tar", "compression": "gzip"}
+    assert env["os"] == "linux" and env["name"] == "oar-live"
+    with tarfile.open(tgz) as tar:
+        names = set(tar.getnames())
+    for key in ("kernel", "initrd"):
+        assert "." + env["boot"][key] in names
+    md5 = (artifacts / "oar-live.tgz.md5").read_text().split()[0]
+    assert md5 in (artifacts / "oar-live.yaml").read_text()
+    computed = subprocess.run(["md5sum", str(tgz)], capture_output=True, text=True, check=True)
+    assert computed.stdout.startswith(md5)
