@@ -100,10 +100,10 @@ def choose_role(config: Config, console: Console) -> Config:
     return config.answered(Source.DEFAULT, role=DEFAULT_ROLE)
 
 
-def _default_find_server(config: Config, wait: float) -> str | None:
+def _default_find_server(config: Config, wait: float, root: Path) -> str | None:
     """Role auto: oar.server, DHCP next-server or the beacon (autoconf.discover, no prompt)."""
     discover = importlib.import_module("autoconf.discover")
-    server = discover.find_server(config, beacon_timeout=wait, ask=False)
+    server = discover.find_server(config, root, beacon_timeout=wait, ask=False)
     return server.address if server is not None else None
 
 
@@ -113,7 +113,7 @@ def resolve_auto_role(config: Config, console: Console) -> Config:
         return config
     wait = max(float(config.timeout), BEACON_MIN_WAIT)
     console.say(f"OAR Live: role auto: looking for an OAR Live server ({wait:g} s)")
-    find = console.find_server or _default_find_server
+    find = console.find_server or functools.partial(_default_find_server, root=console.root)
     try:
         found = find(config, wait)
     except (OSError, CommandError, ImportError) as exc:

@@ -191,3 +191,28 @@ def test_prompts_on_the_console_keyboard_then_role(tmp_path):
     saved = read_config(root)
     assert (saved.keymap, saved.source("keymap")) == ("fr", "prompt")
     assert (saved.role, saved.source("role")) == (Role.SERVER, "prompt")
+
+
+def test_auto_asks_discovery_without_prompting(tmp_path, monkeypatch):
+    """Role auto uses autoconf.discover.find_server (beacon, DHCP, oar.server), never its prompt."""
+    import sys
+    import types
+
+    calls = []
+
+    class Found:
+        address = "10.0.0.9:6680"
+
+    def find_server(config, root, *, beacon_timeout, ask):
+        calls.append((root, beacon_timeout, ask))
+        return Found()
+
+    monkeypatch.setitem(sys.modules, "autoconf.discover",
+                        types.SimpleNamespace(find_server=find_server))
+    roles = Roles()
+    console, out = make_console(tmp_path, "oar.role=auto oar.timeout=0", roles)
+    console.find_server = None
+    assert boot(console) == 0
+    assert calls == [(console.root, 6.0, False)]
+    assert read_config(console.root).server == "10.0.0.9:6680"
+    assert [c[0] for c in roles.calls] == ["node"]
