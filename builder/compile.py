@@ -77,8 +77,7 @@ __bi_leave_chroot() {
 }
 __bi_chroot() {
   __bi_mount_chroot
-  chroot "$__bi_root" /usr/bin/env PATH=__CHROOT_PATH__ HOME=/root \
-    /bin/bash -eo pipefail -c "$1" </dev/null
+  PATH=__CHROOT_PATH__ HOME=/root chroot "$__bi_root" /bin/bash -eo pipefail -c "$1" </dev/null
 }
 __bi_write_file() {
   local mode=$1 path=/${2#/} content=$3

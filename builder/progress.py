@@ -63,7 +63,7 @@ class Progress:
 
     def summary(self) -> None:
         total = time.monotonic() - self.started
-        width = max((len(t.name) for t in self.times), default=10)
+        width = max([len("macrostep"), *(len(t.name) for t in self.times)])
         self.say("")
         self.say(f"{'macrostep':<{width}}  {'time':>8}  status")
         for t in self.times:

@@ -60,6 +60,8 @@ def _convert(node: yaml.Node, path: Path) -> Any:
 
 
 _SCALARS = yaml.SafeLoader("")
+# libyaml's parser when PyYAML was built with it: the same nodes and marks, much faster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_yaml(path: Path) -> Any:
@@ -71,7 +73,7 @@ def load_yaml(path: Path) -> Any:
     except OSError as exc:
         raise RecipeError(f"cannot read: {exc.strerror}", path) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

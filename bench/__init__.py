@@ -1,0 +1,1 @@
+"""Benchmarks of OAR Live: each figure is a ratio against a baseline measured in the same run."""
