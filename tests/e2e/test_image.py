@@ -97,7 +97,7 @@ def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, 
     with VM(spec) as vm:
         vm.wait_for(r"OAR Live", 120)  # isolinux's menu, on the serial port too
         time.sleep(1)
-        vm.send("2")  # hotkey of "Laptop ... serial console" (oar.role=solo)
+        vm.send("2\r")  # hotkey of "Laptop ... serial console" (oar.role=solo), Enter
         vm.wait_for(r"systemd\.unified_cgroup_hierarchy=0", 180)
         vm.login(USER, PASSWORD, timeout=420)
         _, cmdline = vm.run("cat /proc/cmdline", 30)
@@ -111,7 +111,7 @@ def test_qcow2_disk_boots_the_same_system(artifacts, tmp_path):
     with VM(spec) as vm:
         vm.wait_for(r"OAR Live", 120)  # grub's menu on the serial port
         time.sleep(1)
-        vm.send("2")
+        vm.send("2\r")
         vm.login(USER, PASSWORD, timeout=420)
         _, mounts = vm.run("findmnt -n -o SOURCE,FSTYPE /", 30)
         assert mounts.split()[1] == "ext4"
