@@ -241,13 +241,22 @@ def ensure_oar_server(
     root: Path = Path("/"), run: Runner = proc.run, restart: bool = False
 ) -> bool:
     """oar-server runs (restarted when oar.conf changed under it)."""
-    if service("oar-server", "status", root, run):
+    if oar_server_running(root, run):
         if restart:
             service("oar-server", "restart", root, run)
             return True
         return False
     service("oar-server", "start", root, run)
     return True
+
+
+def oar_server_running(root: Path = Path("/"), run: Runner = proc.run) -> bool:
+    """Is OAR's Almighty running? Without systemd, Debian's init script cannot tell reliably."""
+    if _systemd(root):
+        argv = ["systemctl", "is-active", "--quiet", "oar-server"]
+    else:
+        argv = ["pgrep", "-x", "Almighty"]
+    return run(argv, check=False, timeout=30).returncode == 0
 
 
 def ensure_properties(run: Runner = proc.run) -> bool:

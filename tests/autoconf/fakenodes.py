@@ -9,9 +9,11 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +152,9 @@ def loopback_oar_server() -> Iterator[Oar]:
 @contextmanager
 def _set_up_oar() -> Iterator[Oar]:
     postgres_was_running = server.service("postgresql", "status")
-    oar_was_running = server.service("oar-server", "status")
+    oar_was_running = server.oar_server_running()
     if oar_was_running:
-        server.service("oar-server", "stop")  # it holds connections to the database we drop
+        stop_oar_server()  # it holds connections to the database we drop
     try:
         server.ensure_postgresql(LOOPBACK_SERVER)
         server.ensure_oar_conf(LOOPBACK_SERVER)
@@ -166,6 +168,20 @@ def _set_up_oar() -> Iterator[Oar]:
         yield Oar(Path("/etc/oar/oar.conf"))
     finally:
         if not oar_was_running:
-            server.service("oar-server", "stop")
+            stop_oar_server()
         if not postgres_was_running:
             server.service("postgresql", "stop")
+
+
+def stop_oar_server() -> None:
+    """Stop oar-server. Without systemd Debian's init script leaves Almighty running (it
+    removes its pid file and kills nothing), so the processes it left are ended by their ids."""
+    server.service("oar-server", "stop")
+    if server.oar_server_running():
+        found = proc.run(["pgrep", "-x", "-u", "oar", "Almighty"], check=False).stdout.split()
+        for pid in found:
+            with suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while server.oar_server_running() and time.monotonic() < deadline:
+            time.sleep(0.2)

@@ -56,6 +56,8 @@ class FakeSystem:
                 self.running[name] = True
             case ["systemctl", "is-active", "--quiet", name]:
                 return (0 if self.running[name] else 3), ""
+            case ["pgrep", "-x", "Almighty"]:
+                return (0 if self.running["oar-server"] else 1), ""
             case ["pg_isready", *_]:
                 return (0 if self.running["postgresql"] else 2), ""
             case ["oar-database", "--check"]:
