@@ -364,3 +364,41 @@ def test_empty_server_token_accepts_nobody():
 
     with pytest.raises(module.Unauthorized):
         module.check_token({"token": ""}, "")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def test_serve_refuses_to_start_without_a_token(tmp_path, capsys):
+    from autoconf.config import Config, write_config
+    from autoconf.registry import SERVER_STATE, main
+
+    write_config(Config(token=""), tmp_path)
+    (tmp_path / SERVER_STATE).write_text(json.dumps(
+        ServerState("oar-server", "10.0.0.1", "10.0.0.0/24").to_json()))
+    assert main(["--root", str(tmp_path)]) == 1
+    assert "no cluster token" in capsys.readouterr().err
+
+
+def test_serve_before_the_server_role_ran_says_so(tmp_path, capsys):
+    from autoconf.config import Config, write_config
+    from autoconf.registry import main
+
+    write_config(Config(token="abc"), tmp_path)
+    assert main(["--root", str(tmp_path)]) == 1
+    assert "has the server role run?" in capsys.readouterr().err
+
+
+def test_beacon_announces_the_registry_on_the_cluster_broadcast(monkeypatch):
+    from autoconf import beacon, registry
+
+    started = []
+    monkeypatch.setattr(beacon.BeaconSender, "start", lambda self: started.append(self) or self)
+    sender = registry._start_beacon(ServerState("oar-server", "10.0.0.1", "10.0.0.0/24"),
+                                    6680, "tok")
+    assert started == [sender]
+    assert json.loads(sender.payload) == {"service": "oar-live", "registry": "10.0.0.1:6680",
+                                          "cluster": beacon.cluster_id("tok")}
+    assert sender.destination == ("10.0.0.255", beacon.BEACON_PORT)
+    loopback = ServerState("oar-server", "127.0.0.1", "127.0.0.0/8")
+    assert registry._start_beacon(loopback, 6680, "tok") is None
