@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autoconf import etchosts, oarconf, proc
-from autoconf.registry import SERVER_STATE, ServerState
+from autoconf.registration import SERVER_STATE, ServerState
 
 __all__ = [
     "PROPERTIES",
