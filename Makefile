@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Host tools the builder calls (mmdebstrap, squashfs, ISO, disk images, boot loaders).
 BUILD_DEBS = mmdebstrap squashfs-tools xorriso isolinux syslinux-common syslinux-efi \
 	grub-efi-amd64-bin grub-pc-bin grub-common mtools dosfstools qemu-utils fdisk e2fsprogs \
-	zstd python3-venv python3-pip
+	zstd pigz python3-venv python3-pip
 # What the tests add: qemu to boot images, PXE pieces, and a real PostgreSQL + OAR server.
 TEST_DEBS = $(BUILD_DEBS) qemu-system-x86 ovmf ipxe-qemu dnsmasq-base pxelinux iproute2 \
 	postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl
