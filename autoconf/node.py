@@ -51,6 +51,9 @@ REGISTER_DEADLINE = 120.0  # at boot; after that the watcher keeps trying in the
 ALIVE_DEADLINE = 60.0
 WATCH_INTERVAL = 15.0
 ABSENT_TIMEOUT = 20.0  # oarnodesetting at shutdown: bounded, the unit's TimeoutStopSec is 30 s
+# One registration runs several OAR commands on the server (1.5-3 s each under emulation,
+# serialised with other nodes'): waiting less than that only makes the node ask again.
+REGISTER_TIMEOUT = 90.0
 
 
 class NodeError(Exception):
@@ -116,14 +119,15 @@ class RegistryClient:
         self.token = token
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> bytes:
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                 timeout: float | None = None) -> bytes:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
         request.add_header(TOKEN_HEADER, self.token)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
             raise RegistryError(exc.code, _error_text(exc.read())) from None
@@ -135,7 +139,8 @@ class RegistryClient:
 
     def register(self, detection: Detection, address: str) -> Registration:
         body = {"token": self.token, "detection": detection.to_json(), "address": address}
-        raw = self._request("POST", "/v1/register", body)
+        raw = self._request("POST", "/v1/register", body,
+                            timeout=max(self.timeout, REGISTER_TIMEOUT))
         try:
             return Registration.from_json(json.loads(raw))
         except ValueError as exc:
