@@ -1,7 +1,7 @@
 """End-to-end: build OAR Live with build-iso, boot it under qemu, run a job in its cpuset.
 
-The image is built once per session (checkpoints make rebuilds cheap). Set OAR_LIVE_OUT to a
-folder holding oar-live.iso / .qcow2 / .tgz / .yaml to test already built artifacts instead.
+The image is built once per session by the `artifacts` fixture (tests/e2e/conftest.py; set
+OAR_LIVE_OUT to test already built artifacts instead).
 Until the agent configures a solo machine by itself, tests/e2e/solo_setup.sh (typed over the
 serial console) does it when oar-server is not running after boot.
 """
@@ -9,10 +9,8 @@ serial console) does it when oar-server is not running after boot.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -25,25 +23,8 @@ from boot.qemu import VM, VMSpec
 pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parents[2]
-RECIPE = PROJECT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
 USER, PASSWORD = "user", "live"  # the recipe's job_user / job_user_password
 NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
-
-
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> Path:
-    given = os.environ.get("OAR_LIVE_OUT")
-    if given:
-        return Path(given)
-    out = tmp_path_factory.mktemp("out")
-    build_iso = Path(sys.executable).parent / "build-iso"
-    subprocess.run(
-        [str(build_iso), str(RECIPE), "--set", "output=iso,tgz,qcow2",
-         "--set", f"out_dir={out}"],  # fmt: skip
-        check=True,
-        cwd=out,
-    )
-    return out
 
 
 def _type_script(vm: VM, script: Path, target: str) -> None:
