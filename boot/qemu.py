@@ -201,16 +201,21 @@ class VM:
         self.wait_for(r"Password: *$", 30)
         self.send(f"{password}\n")
         self.wait_for(r"[$#] *$", 60)
-        self.run("stty -echo cols 1000; export PS1='$ ' TERM=dumb; sudo -n dmesg -n 1 || true", 60)
+        self.run(
+            "bind 'set enable-bracketed-paste off'; stty -echo cols 1000;"
+            " export PS1='$ ' TERM=dumb; sudo -n dmesg -n 1 || true",
+            60,
+        )
 
     def run(self, command: str, timeout: float, *, check: bool = True) -> tuple[int, str]:
         """Run a shell command line in the logged-in session: (exit status, output)."""
         self._markers += 1
         tag = f"OARLIVE{uuid.uuid4().hex[:8]}"
         self.send(f"echo {tag}BEGIN; {command}; echo {tag}END $?\n")
-        self.wait_for(rf"^{tag}BEGIN\r?$", timeout)
+        # Not the echoed command line itself; bash may prefix its own escape codes.
+        self.wait_for(rf"(?<!echo ){tag}BEGIN\r?$", timeout)
         begin = self._offset
-        match = self.wait_for(rf"^{tag}END (\d+)\r?$", timeout)
+        match = self.wait_for(rf"(?<!echo ){tag}END (\d+)\r?$", timeout)
         output = self.log_text()[begin : match.start()].replace("\r", "").strip("\n")
         status = int(match.group(1))
         if check and status != 0:
