@@ -1,0 +1,413 @@
+"""`oar-vcluster`: an OAR Live cluster of qemu VMs on this one machine, to try it or to test it.
+
+    oar-vcluster up --iso oar-live.iso --nodes N [--smp 1,2] [--mem MiB] [--timeout S]
+    oar-vcluster status | run -- CMD... | reboot VM | down [--keep-logs] | demo --iso ... --nodes N
+
+`up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
+the server by its beacon) from the ISO's kernel and initrd with the kernel line set per VM, the
+ISO as their CD (live-boot finds the squashfs there), on a private LAN (boot.vnet). It shows
+each VM's stage from its serial log (boot.vstage) and the server's `oar-autoconf status`, and
+returns once N nodes are Alive, or fails with the log lines that explain why. Everything it
+makes is recorded in the state directory (boot.vstate) so `down` removes it all, also after a
+crash. Needs root (network namespace, taps), qemu, dnsmasq and ssh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from autoconf.proc import CommandError, run
+from boot import vnet, vstage, vstate
+from boot.qemu import VMSpec
+from boot.vremote import Remote, RemoteError
+from boot.vstage import Stage
+from boot.vstate import ClusterState, Machine
+
+TCG = "tcg,tb-size=256"
+KVM_PROBE_SECONDS = 8.0  # a working KVM prints the kernel banner in well under a second
+STATUS_POLL_SECONDS = 15.0  # each status costs the server a few OAR commands under emulation
+DEMO_JOB = 'for h in $(sort -u "$OAR_NODEFILE"); do oarsh "$h" hostname; done'
+
+
+class VClusterError(Exception):
+    """A sentence for the user: what went wrong and, where useful, what to do."""
+
+
+# ---- from the ISO to a kernel line per VM -------------------------------------------------------
+
+
+def base_cmdline(isolinux_cfg: str) -> str:
+    """The live system's own kernel keys, from the ISO's first `boot=live` menu entry.
+
+    What the menus add per entry (initrd=, console=, oar.*) is left out: the launcher sets it.
+    """
+    for line in isolinux_cfg.splitlines():
+        words = line.split()
+        if words and words[0].lower() == "append" and "boot=live" in words:
+            keep = [w for w in words[1:] if not w.startswith(("initrd=", "console=", "oar."))]
+            return " ".join(keep)
+    raise VClusterError("the ISO's isolinux.cfg has no `boot=live` entry: is it an OAR Live ISO?")
+
+
+def kernel_cmdline(base: str, machine: Machine, nbmin: int) -> str:
+    """One VM's kernel line: the role pre-answered, nothing asked, console on the serial log."""
+    keys = [base, "console=ttyS0,115200n8", f"oar.role={machine.role}", "oar.timeout=0",
+            "oar.keymap=us"]
+    if machine.role == "server":
+        keys.append(f"oar.nbmin={nbmin}")
+    return " ".join(keys)
+
+
+def extract_boot_files(iso: Path, dest: Path) -> tuple[Path, Path, str]:
+    """vmlinuz, initrd and the base kernel line out of the ISO (xorriso, no mount)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    kernel, initrd, menu = dest / "vmlinuz", dest / "initrd.img", dest / "isolinux.cfg"
+    if not (kernel.exists() and initrd.exists() and menu.exists()):
+        run(["xorriso", "-osirrox", "on", "-indev", iso,
+             "-extract", "/live/vmlinuz", kernel, "-extract", "/live/initrd.img", initrd,
+             "-extract", "/isolinux/isolinux.cfg", menu])  # fmt: skip
+    return kernel, initrd, base_cmdline(menu.read_text())
+
+
+def plan_machines(nodes: int, smp: list[int], mem: list[int], server_smp: int,
+                  server_mem: int) -> tuple[Machine, ...]:
+    """The server (index 0) and nodes 1..N; the CPU and memory lists repeat their last value."""
+    if nodes < 1:
+        raise VClusterError("--nodes must be at least 1")
+
+    def pick(values: list[int], i: int) -> int:
+        return values[min(i, len(values) - 1)]
+
+    machines = [Machine("server", "server", 0, server_smp, server_mem, vnet.mac_address(0),
+                        vnet.ip_address(0))]
+    for i in range(1, nodes + 1):
+        machines.append(Machine(f"node-{i}", "node", i, pick(smp, i - 1), pick(mem, i - 1),
+                                vnet.mac_address(i), vnet.ip_address(i)))
+    return tuple(machines)
+
+
+def vm_spec(state: ClusterState, machine: Machine, kernel: Path, initrd: Path,
+            append: str) -> VMSpec:
+    return VMSpec(
+        machine.name, state.state_dir, kernel=kernel, initrd=initrd, append=append,
+        memory_mib=machine.memory_mib, cpus=machine.cpus, accel=state.accel,
+        netdevs=((f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no",
+                  f"virtio-net-pci,netdev=n0,mac={machine.mac}"),),
+        extra_args=("-drive", f"file={state.iso},media=cdrom,readonly=on"),
+    )  # fmt: skip
+
+
+# ---- processes ------------------------------------------------------------------------------
+
+
+def spawn(argv: list[str], log: Path) -> int:
+    """Start a long-running process in its own session (it outlives the launcher); its pid."""
+    with open(log, "ab") as out:
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                       start_new_session=True)
+        except FileNotFoundError:
+            raise VClusterError(f"{argv[0]} not found: apt-get install qemu-system-x86 "
+                                "dnsmasq-base iproute2 openssh-client") from None
+    return process.pid
+
+
+def kvm_works(kernel: Path, workdir: Path, wait: float = KVM_PROBE_SECONDS) -> bool:
+    """Boot the ISO's kernel under KVM for a few seconds: does it print its banner?
+
+    /dev/kvm existing is not enough: on some hosts KVM guests hang without a word.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    log = workdir / "kvm-probe.log"
+    log.unlink(missing_ok=True)
+    argv = ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none",
+            "-no-user-config", "-nodefaults", "-no-reboot", "-serial", f"file:{log}",
+            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]  # fmt: skip
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + wait
+    seen = False
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and vstage.KERNEL_START.search(log.read_text(errors="replace")):
+            seen = True
+            break
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    log.unlink(missing_ok=True)
+    return seen
+
+
+# ---- up / down ------------------------------------------------------------------------------
+
+
+def clear_stale(state_dir: Path) -> None:
+    """Refuse a cluster that still runs; remove what a dead one left."""
+    state = vstate.load(state_dir)
+    if state is not None and (vstate.running(state) or vstate.is_ours(state.dhcp_pid, state_dir)):
+        raise VClusterError(f"a virtual cluster already runs from {state_dir}: "
+                            "`oar-vcluster down` first, or give another --state-dir")
+    if state is not None or vstate.our_processes(state_dir):
+        print(f"cleaning up what a previous cluster left in {state_dir}")
+        down(state_dir, keep_logs=False, quiet=True)
+
+
+def up(args: argparse.Namespace) -> ClusterState:
+    state_dir = args.state_dir
+    iso = Path(args.iso).resolve()
+    if not iso.is_file():
+        raise VClusterError(f"{iso}: no such ISO (build one with `make iso`)")
+    if os.geteuid() != 0:
+        raise VClusterError("oar-vcluster needs root (it creates a network namespace and taps)")
+    clear_stale(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    kernel, initrd, base = extract_boot_files(iso, state_dir / "boot")
+    accel = {"kvm": "kvm", "tcg": TCG}.get(args.accel) or (
+        "kvm" if kvm_works(kernel, state_dir) else TCG)
+    machines = plan_machines(args.nodes, args.smp, args.mem, args.server_smp, args.server_mem)
+    state = ClusterState(state_dir, vnet.new_netns_name(), iso=str(iso), accel=accel,
+                         nbmin=args.nodes, user=args.user, machines=machines)
+    state.save()  # the namespace's name is recorded before the namespace exists
+    net = vnet.VirtualNetwork(state.netns, state_dir)
+    net.create()
+    state = replace(state, dhcp_pid=spawn(
+        net.dhcp_argv([(m.mac, m.address) for m in machines]), state_dir / "dnsmasq.out.log"))
+    state.save()
+    print(f"{len(machines)} VMs ({accel.split(',')[0]}), network {vnet.SUBNET} in namespace "
+          f"{state.netns}, logs in {state_dir}")
+    for machine in machines:
+        net.add_tap(machine.index)
+        spec = vm_spec(state, machine, kernel, initrd, kernel_cmdline(base, machine, args.nodes))
+        state.serial_log(machine).write_bytes(b"")
+        pid = spawn(net.inside(spec.argv()), state_dir / f"{machine.name}.qemu.log")
+        state = state.with_machine(replace(machine, pid=pid))
+        state.save()
+    wait_ready(state, args.password, args.timeout, started)
+    return state
+
+
+def _describe(m: Machine) -> str:
+    return f"{m.name:<8} {m.address:<11} {m.cpus} CPU {m.memory_mib:>5} MiB"
+
+
+def wait_ready(state: ClusterState, password: str, timeout: float, started: float) -> dict:
+    """Show each VM's stage until nbmin nodes are Alive on the server; their status."""
+    remote = Remote(state, password)
+    shown: dict[str, tuple[Stage, str]] = {}
+    alive_hosts: set[str] = set()
+    last_poll = 0.0
+    ready: dict | None = None
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.monotonic()
+        stages = {}
+        for m in state.machines:
+            if not vstate.is_ours(m.pid, state.state_dir):
+                raise VClusterError(f"{m.name}: qemu stopped:\n" + _tail(
+                    state.state_dir / f"{m.name}.qemu.log") + "\n" + _excerpt(state, m))
+            p = vstage.progress(_log(state, m), m.role)
+            stage, detail = p.stage, p.detail
+            if m.oar_hostname in alive_hosts:
+                stage = Stage.ALIVE
+            stages[m.name] = stage
+            if shown.get(m.name) != (stage, detail):
+                shown[m.name] = (stage, detail)
+                print(f"{now - started:6.0f}s  {_describe(m)}  {stage}"
+                      + (f" ({detail})" if detail else ""), flush=True)
+            if stage is Stage.FAILED:
+                raise VClusterError(f"{m.name} failed: {detail}\n" + _excerpt(state, m))
+        if ready is not None:
+            print(f"{now - started:6.0f}s  cluster ready: {len(alive_hosts)} of {state.nbmin} "
+                  "nodes Alive", flush=True)
+            return ready
+        if stages["server"].rank >= Stage.REGISTERED.rank and now - last_poll > STATUS_POLL_SECONDS:
+            last_poll = now
+            status = remote.cluster_status()
+            if status is not None:
+                alive_hosts = {n["host"] for n in status["nodes"] if n["state"] == "Alive"}
+                ready = status if status.get("ready") else None
+                continue  # show at once the stages this poll learnt
+        if now > deadline:
+            late = [m for m in state.machines if stages[m.name] is not Stage.ALIVE]
+            raise VClusterError(
+                f"the cluster was not ready within {timeout:.0f} s; not there yet: "
+                + ", ".join(f"{m.name} ({stages[m.name]})" for m in late) + "\n"
+                + "\n".join(f"--- {m.name}:\n{_excerpt(state, m)}" for m in late))
+        time.sleep(2)
+
+
+def _log(state: ClusterState, m: Machine) -> str:
+    path = state.serial_log(m)
+    return path.read_bytes().decode(errors="replace") if path.exists() else ""
+
+
+def _excerpt(state: ClusterState, m: Machine) -> str:
+    return vstage.excerpt(_log(state, m))
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def down(state_dir: Path, keep_logs: bool, quiet: bool = False) -> None:
+    """Stop every VM and the DHCP server, delete the namespace, remove the files."""
+    state = vstate.load(state_dir)
+    pids = set(vstate.our_processes(state_dir))
+    if state is not None:
+        pids |= {p for p in [state.dhcp_pid, *(m.pid for m in state.machines)]
+                 if vstate.is_ours(p, state_dir)}
+    vstate.stop_processes(sorted(pids), lambda p: vstate.is_ours(p, state_dir))
+    removed_netns = False
+    if state is not None:
+        try:
+            removed_netns = vnet.VirtualNetwork(state.netns, state_dir).delete()
+        except CommandError as exc:
+            raise VClusterError(f"could not delete namespace {state.netns}: {exc}") from None
+    vstate.remove_files(state_dir, keep_logs)
+    if not quiet:
+        what = [f"{len(pids)} process(es) stopped"]
+        if removed_netns:
+            what.append(f"namespace {state.netns} deleted")
+        what.append(f"logs kept in {state_dir}" if keep_logs else f"{state_dir} removed")
+        print("oar-vcluster down: " + ", ".join(what))
+
+
+# ---- the other commands ---------------------------------------------------------------------
+
+
+def _running_state(state_dir: Path) -> ClusterState:
+    state = vstate.load(state_dir)
+    if state is None or not vstate.running(state):
+        raise VClusterError(f"no virtual cluster runs from {state_dir}: `oar-vcluster up` first")
+    return state
+
+
+def status(args: argparse.Namespace) -> int:
+    state = _running_state(args.state_dir)
+    running = {m.name for m in vstate.running(state)}
+    for m in state.machines:
+        p = vstage.progress(_log(state, m), m.role)
+        print(f"{_describe(m)}  {'running' if m.name in running else 'stopped':<8} {p.stage}"
+              + (f" ({p.detail})" if p.detail else ""))
+    result = Remote(state, args.password).run("oarnodes -s", timeout=90, check=False)
+    print(result.stdout.rstrip() or result.stderr.rstrip())
+    return 0 if result.returncode == 0 else 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    state = _running_state(args.state_dir)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise VClusterError("give a command: oar-vcluster run -- oarnodes -s")
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    machine = state.machine(args.on) if args.on else None
+    result = Remote(state, args.password).run(line, machine, timeout=args.timeout, check=False)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.returncode
+
+
+def reboot(args: argparse.Namespace) -> int:
+    """Reboot one VM from inside (as an administrator would); qemu restarts the same kernel."""
+    state = _running_state(args.state_dir)
+    machine = state.machine(args.vm)
+    Remote(state, args.password).run("sudo -n systemctl reboot", machine, timeout=60, check=False)
+    print(f"{machine.name}: rebooting")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """up, a job on two nodes that runs `hostname` on each of them through oarsh, down."""
+    try:
+        state = up(args)
+        remote = Remote(state, args.password)
+        nodes = min(2, args.nodes)
+        print(f"oarsub -l nodes={nodes} '{DEMO_JOB}'", flush=True)
+        job = remote.submit(DEMO_JOB, f"nodes={nodes}")
+        final = remote.wait_job(job, timeout=600)
+        print(f"job {job}: {final}; its output (OAR.{job}.stdout):")
+        print(remote.job_output(job).rstrip())
+        return 0 if final == "Terminated" else 1
+    finally:
+        down(args.state_dir, keep_logs=args.keep_logs)
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="oar-vcluster", description=__doc__.splitlines()[0])
+    p.add_argument("--state-dir", type=Path, default=vstate.default_state_dir(),
+                   help="where the cluster's state and logs live (default: %(default)s)")
+    p.add_argument("--password", default=os.environ.get("OAR_VCLUSTER_PASSWORD", "live"),
+                   help="the image's job account password (recipe's job_user_password)")
+    sub = p.add_subparsers(dest="action", required=True)
+    for name in ("up", "demo"):
+        s = sub.add_parser(name, help="boot a server and N nodes" + (
+            ", run a 2-node job, stop" if name == "demo" else ""))
+        s.add_argument("--iso", required=True, help="an OAR Live ISO (make iso: out/oar-live.iso)")
+        s.add_argument("--nodes", type=int, default=2, help="compute nodes (default 2)")
+        s.add_argument("--smp", type=int_list, default=[1], help="CPUs of each node, e.g. 1,2")
+        s.add_argument("--mem", type=int_list, default=[1024], help="MiB of each node")
+        s.add_argument("--server-smp", type=int, default=1)
+        s.add_argument("--server-mem", type=int, default=1024)
+        s.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                       help="auto: KVM only when a probe boot shows it works")
+        s.add_argument("--user", default="user", help="the image's job account")
+        s.add_argument("--timeout", type=float, default=900, help="seconds to wait for ready")
+        if name == "demo":
+            s.add_argument("--keep-logs", action="store_true")
+    s = sub.add_parser("status", help="each VM's stage and `oarnodes -s`")
+    s = sub.add_parser("run", help="run a command on the server as the job user")
+    s.add_argument("--on", help="another VM (server, node-1, ...)")
+    s.add_argument("--timeout", type=float, default=600)
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s = sub.add_parser("reboot", help="reboot one VM (server, node-1, ...)")
+    s.add_argument("vm")
+    s = sub.add_parser("down", help="stop everything and remove what up made")
+    s.add_argument("--keep-logs", action="store_true", help="keep the *.log files")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.state_dir = args.state_dir.resolve()
+    try:
+        if args.action == "up":
+            up(args)
+            return 0
+        if args.action == "down":
+            down(args.state_dir, args.keep_logs)
+            return 0
+        return {"status": status, "run": run_command, "reboot": reboot, "demo": demo}[
+            args.action](args)
+    except (VClusterError, RemoteError, CommandError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+        print(f"oar-vcluster: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"oar-vcluster: interrupted; the VMs keep running: `oar-vcluster down` "
+              f"--state-dir {args.state_dir}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,128 @@
+"""Commands on the virtual cluster's VMs: ssh from inside its network namespace, OAR jobs.
+
+Why ssh: every VM runs sshd on the private LAN and the image lets its job account (`user`,
+password from the recipe, `live` by default) log in with a password, so the launcher needs no
+agent of its own in the guest and gets a clean stdout, stderr and exit status per command. The
+password is handed to ssh through SSH_ASKPASS (no sshpass, no terminal); host keys change every
+boot, so they are neither checked nor remembered — the LAN is private to this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoconf.proc import CommandError, run
+from boot.vnet import VirtualNetwork
+from boot.vstate import ClusterState, Machine
+
+DEFAULT_PASSWORD = "live"  # the recipe's job_user_password: documented, not a secret
+SSH_OPTIONS = (
+    "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "PubkeyAuthentication=no",
+    "-o", "PreferredAuthentications=password,keyboard-interactive",
+    "-o", "NumberOfPasswordPrompts=1", "-o", "ServerAliveInterval=15",
+)  # fmt: skip
+SSH_FAILED = 255  # ssh's own status: could not connect or authenticate
+JOB_ID = re.compile(r"OAR_JOB_ID=(\d+)")
+JOB_END = re.compile(r"\b(Terminated|Error)\s*$")
+
+
+class RemoteError(Exception):
+    """A VM could not be reached, or a command on it failed."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """ssh to the VMs of one cluster."""
+
+    state: ClusterState
+    password: str = DEFAULT_PASSWORD
+
+    @property
+    def askpass(self) -> Path:
+        return self.state.state_dir / "askpass"
+
+    def _ensure_askpass(self) -> None:
+        if not self.askpass.exists():
+            self.askpass.write_text(f"#!/bin/sh\necho {shlex.quote(self.password)}\n")
+            self.askpass.chmod(0o700)
+
+    def argv(self, machine: Machine, command: str) -> list[str]:
+        """ssh to `machine` as the job user, run in the cluster's namespace."""
+        net = VirtualNetwork(self.state.netns, self.state.state_dir)
+        return net.inside(["ssh", *SSH_OPTIONS, f"{self.state.user}@{machine.address}", command])
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SSH_ASKPASS": str(self.askpass), "SSH_ASKPASS_REQUIRE": "force",
+                "DISPLAY": ":0"}
+
+    def run(self, command: str, machine: Machine | None = None, timeout: float = 120,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a shell command line on `machine` (default: the server) as the job user."""
+        self._ensure_askpass()
+        target = machine or self.state.server
+        try:
+            result = run(self.argv(target, command), check=False, env=self.env, timeout=timeout)
+        except CommandError as exc:
+            raise RemoteError(f"{target.name}: {exc}") from None
+        if check and result.returncode != 0:
+            why = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
+            raise RemoteError(f"{target.name}: `{command}` failed: {why[0]}")
+        return result
+
+    def reachable(self, machine: Machine | None = None) -> bool:
+        try:
+            return self.run("true", machine, timeout=30, check=False).returncode == 0
+        except RemoteError:
+            return False
+
+    # ---- OAR ------------------------------------------------------------------------------
+
+    def cluster_status(self) -> dict | None:
+        """`oar-autoconf status --json` of the server; None when it cannot answer yet."""
+        try:
+            result = self.run("sudo -n oar-autoconf status --json", timeout=90, check=False)
+        except RemoteError:
+            return None
+        if result.returncode not in (0, 1):
+            return None
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return None
+
+    def submit(self, command: str, resources: str) -> int:
+        """`oarsub -l RESOURCES COMMAND` as the job user, from their home; the job id."""
+        line = f"cd && oarsub -l {shlex.quote(resources)} {shlex.quote(command)}"
+        out = self.run(line, timeout=180).stdout
+        found = JOB_ID.search(out)
+        if not found:
+            raise RemoteError(f"oarsub printed no job id:\n{out}")
+        return int(found.group(1))
+
+    def wait_job(self, job: int, timeout: float = 600, poll: float = 5) -> str:
+        """Poll `oarstat -s` until the job ended; its final state (Terminated, Error)."""
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.run(f"oarstat -s -j {job}", timeout=90, check=False).stdout.strip()
+            ended = JOB_END.search(state)
+            if ended:
+                return ended.group(1)
+            time.sleep(poll)
+        raise RemoteError(f"job {job} did not end within {timeout:.0f} s (last: {state!r})")
+
+    def job_output(self, job: int) -> str:
+        """The job's stdout: OAR writes it on the job's first node, in the submission folder."""
+        for machine in (*self.state.nodes, self.state.server):
+            result = self.run(f"cat ~/OAR.{job}.stdout", machine, timeout=60, check=False)
+            if result.returncode == 0:
+                return result.stdout
+        raise RemoteError(f"no OAR.{job}.stdout on any VM")

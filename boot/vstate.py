@@ -1,0 +1,183 @@
+"""What a virtual cluster left on this machine, recorded so `oar-vcluster down` removes all of it.
+
+The state directory holds `state.json` (the network namespace, every VM with its pid, MAC,
+address and files, the DHCP server's pid), the serial logs, qemu's sockets and the kernel and
+initrd taken from the ISO. Each thing is recorded before it is made, so a launcher that crashed
+half-way still leaves a state `down` can clean. A pid alone is not trusted (it may have been
+reused): a process is ours when its command line names the state directory, and `down` also
+finds our processes that never made it into the file that way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+STATE_FILE = "state.json"
+LOG_SUFFIX = ".log"  # serial consoles, qemu's and dnsmasq's messages: kept by `down --keep-logs`
+
+
+def default_state_dir() -> Path:
+    """One cluster per user by default; /tmp goes with the reboot that ends its VMs too."""
+    return Path(os.environ.get("OAR_VCLUSTER_STATE", f"/tmp/oar-vcluster-{os.getuid()}"))
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str  # "server", "node-1", ...
+    role: str  # "server" or "node"
+    index: int  # 0 for the server, i for node i
+    cpus: int
+    memory_mib: int
+    mac: str
+    address: str
+    pid: int | None = None
+
+    @property
+    def oar_hostname(self) -> str | None:
+        """The OAR host name the agent gives this VM (the server keeps its own name)."""
+        return None if self.role == "server" else "node-" + self.mac.replace(":", "")
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    state_dir: Path
+    netns: str
+    iso: str = ""
+    accel: str = ""
+    nbmin: int = 0
+    user: str = "user"
+    dhcp_pid: int | None = None
+    machines: tuple[Machine, ...] = ()
+    started: float = field(default_factory=time.time)
+
+    def serial_log(self, machine: Machine) -> Path:
+        return self.state_dir / f"{machine.name}.serial.log"  # where boot.qemu.VMSpec puts it
+
+    def machine(self, name: str) -> Machine:
+        for m in self.machines:
+            if m.name == name or m.oar_hostname == name:
+                return m
+        known = ", ".join(m.name for m in self.machines)
+        raise KeyError(f"no VM named {name!r} in this cluster (VMs: {known})")
+
+    @property
+    def server(self) -> Machine:
+        return next(m for m in self.machines if m.role == "server")
+
+    @property
+    def nodes(self) -> tuple[Machine, ...]:
+        return tuple(m for m in self.machines if m.role == "node")
+
+    def with_machine(self, machine: Machine) -> ClusterState:
+        others = tuple(m for m in self.machines if m.name != machine.name)
+        return replace(self, machines=tuple(sorted((*others, machine), key=lambda m: m.index)))
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        data["machines"] = [asdict(m) for m in self.machines]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> ClusterState:
+        machines = tuple(Machine(**m) for m in data.get("machines", []))
+        fields = {k: v for k, v in data.items() if k not in ("machines", "state_dir")}
+        return cls(state_dir=Path(data["state_dir"]), machines=machines, **fields)
+
+    def save(self) -> None:
+        """Write state.json atomically (a crash leaves the old or the new file, never half)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        os.replace(tmp, self.state_dir / STATE_FILE)
+
+
+def load(state_dir: Path) -> ClusterState | None:
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return ClusterState.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None  # a torn or foreign file: `down` still finds our processes by name
+
+
+OUR_PROGRAMS = ("qemu-system-x86_64", "dnsmasq")  # what a cluster runs; never a user's shell
+
+
+def _argv(pid: int, proc_root: Path) -> list[str]:
+    try:
+        raw = (proc_root / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")
+
+
+def is_ours(pid: int | None, state_dir: Path, proc_root: Path = Path("/proc")) -> bool:
+    """A live qemu or dnsmasq whose command line names a file of the state directory."""
+    if pid is None:
+        return False
+    argv = _argv(pid, proc_root)
+    if argv[:3] == ["ip", "netns", "exec"]:
+        argv = argv[4:]  # started a moment ago: `ip netns exec NS` has not exec'd qemu yet
+    if not argv or Path(argv[0]).name not in OUR_PROGRAMS:
+        return False
+    return any(str(state_dir) + "/" in arg for arg in argv[1:])
+
+
+def our_processes(state_dir: Path, proc_root: Path = Path("/proc")) -> list[int]:
+    """Every qemu and dnsmasq working for the cluster of `state_dir`, recorded or not."""
+    found = []
+    for entry in proc_root.iterdir():
+        if entry.name.isdigit() and is_ours(int(entry.name), state_dir, proc_root):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def running(state: ClusterState, proc_root: Path = Path("/proc")) -> list[Machine]:
+    return [m for m in state.machines if is_ours(m.pid, state.state_dir, proc_root)]
+
+
+def stop_processes(
+    pids: list[int],
+    alive: Callable[[int], bool],
+    kill: Callable[[int, int], None] = os.kill,
+    grace: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """SIGTERM, then SIGKILL what is still there after `grace` seconds."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            kill(pid, signal.SIGTERM)
+    waited = 0.0
+    while waited < grace and any(alive(p) for p in pids):
+        sleep(0.2)
+        waited += 0.2
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                kill(pid, signal.SIGKILL)
+
+
+def remove_files(state_dir: Path, keep_logs: bool) -> None:
+    """Everything of the state directory, or everything but its logs."""
+    if not state_dir.exists():
+        return
+    if not keep_logs:
+        shutil.rmtree(state_dir)
+        return
+    for entry in state_dir.iterdir():
+        if entry.name.endswith(LOG_SUFFIX) and entry.is_file():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
