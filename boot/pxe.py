@@ -1,0 +1,530 @@
+"""The server's network boot service (`oar.pxe=1`): netboot other machines as OAR Live nodes.
+
+From the files already on the server's boot medium (live/vmlinuz, live/initrd.img,
+live/filesystem.squashfs under /run/live/medium) it serves, on the cluster network only:
+
+- DHCP with dnsmasq: authoritative when no other DHCP server answers a probe there
+  (boot.dhcpprobe), proxy-DHCP beside the site's server otherwise (the site gives addresses,
+  we give the boot file); the console says which, and that no other interface is answered;
+- TFTP: BIOS loaders (lpxelinux.0 + its .c32 modules and pxelinux.cfg/default) and UEFI ones
+  (snponly.efi, ipxe.efi from Debian's ipxe); iPXE clients get boot.ipxe;
+- HTTP (boot.pxeserve): kernel, initrd, squashfs and boot.ipxe, read-only, nothing else.
+
+The menus come from isolinux/menu.yaml through boot.menus, like the ISO's, and boot the `node`
+entry after a few seconds with `oar.role=node oar.server=<server> oar.keymap=<server's>` and
+live-boot's `fetch=http://<server>:6682/filesystem.squashfs`, so a node never prompts. The
+pxelinux entries pass the boot MAC (IPAPPEND 2 -> BOOTIF), iPXE's too: the node's hostname is
+node-<its MAC>.
+
+The agent's server role calls `prepare()` (probe, mode, an address for the cluster interface
+in authoritative mode when it has none) before it settles its own address, then `start()`
+(files under /run/oar-live/pxe, oar-live-pxe.service). By hand, without the agent:
+
+    python3 -m boot.pxe setup --interface eth1 [--medium DIR] [--state DIR]
+    python3 -m boot.pxeserve [--state DIR]
+
+Runs inside the image: standard library, PyYAML, Jinja2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from autoconf import proc
+from boot import dhcpprobe, menus
+
+__all__ = ["Mode", "Netboot", "Plan", "PxeError", "decide_mode", "dnsmasq_conf", "prepare",
+           "start"]
+
+STATE_DIR = Path("run/oar-live/pxe")  # under the root
+MEDIUM = Path("run/live/medium")  # where live-boot mounted the boot medium
+KERNEL_CMDLINE_FILE = Path("etc/oar-live/kernel-cmdline")  # written at build time
+DEFAULT_KERNEL_CMDLINE = "boot=live systemd.unified_cgroup_hierarchy=0"
+HTTP_PORT = 6682  # registration 6680, beacon 6681
+PROBE_SECONDS = 5.0  # dnsmasq pings an address ~3 s before offering it
+DEFAULT_ADDRESS = ipaddress.IPv4Interface("10.66.0.1/24")  # authoritative, no address, no oar.net
+MENU_TIMEOUT = 3  # seconds a netbooting machine shows its menu before booting `node`
+UNIT = "oar-live-pxe.service"
+NETWORKD_FILE = Path("run/systemd/network/10-oar-live-pxe-{interface}.network")
+
+# Loaders served over TFTP: (source in the image, name in the TFTP root)
+PXELINUX = Path("usr/lib/PXELINUX")
+SYSLINUX_BIOS = Path("usr/lib/syslinux/modules/bios")
+IPXE = Path("usr/lib/ipxe")
+LOADERS = (
+    (PXELINUX / "lpxelinux.0", "lpxelinux.0"),  # pxelinux with HTTP: kernel and initrd by HTTP
+    (PXELINUX / "pxelinux.0", "pxelinux.0"),
+    *((SYSLINUX_BIOS / m, m) for m in ("ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32")),
+    (IPXE / "snponly.efi", "snponly.efi"),  # UEFI: iPXE on the firmware's network driver
+    (IPXE / "ipxe.efi", "ipxe.efi"),
+)
+BIOS_LOADER, UEFI_LOADER, IPXE_SCRIPT = "lpxelinux.0", "snponly.efi", "boot.ipxe"
+
+Runner = Callable[..., Any]
+Probe = Callable[[str, float], list[dhcpprobe.Offer]]
+
+
+class PxeError(Exception):
+    """The netboot service cannot be set up; the message says why and what to do."""
+
+
+class Mode(StrEnum):
+    AUTHORITATIVE = "authoritative"  # we give addresses (nobody else answers DHCP there)
+    PROXY = "proxy"  # the site's DHCP gives addresses, we give the boot file
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """What nodes boot: the server's own kernel, initrd and squashfs."""
+
+    kernel: Path
+    initrd: Path
+    squashfs: Path
+
+    def served(self) -> dict[str, Path]:
+        """URL name -> file, everything the HTTP service may send besides boot.ipxe."""
+        return {"vmlinuz": self.kernel, "initrd.img": self.initrd,
+                "filesystem.squashfs": self.squashfs}
+
+
+def boot_files(medium: Path) -> BootFiles:
+    """The live system's files on the boot medium, or why they are not there."""
+    found = BootFiles(medium / "live/vmlinuz", medium / "live/initrd.img",
+                      medium / "live/filesystem.squashfs")
+    missing = [str(p) for p in (found.kernel, found.initrd, found.squashfs) if not p.is_file()]
+    if missing:
+        raise PxeError(f"cannot netboot nodes: {', '.join(missing)} missing (this machine was "
+                       "not booted from an OAR Live ISO or USB stick)")
+    return found
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the service needs; written to plan.json for boot.pxeserve."""
+
+    interface: str
+    address: ipaddress.IPv4Interface  # the server on the cluster network
+    mode: Mode
+    files: BootFiles
+    http_port: int = HTTP_PORT
+    node_keys: tuple[tuple[str, str], ...] = ()  # oar.* keys every node boots with
+    default_entry: str = "node"
+    other_dhcp: str | None = None  # the DHCP server that answered the probe (proxy mode)
+
+    def url(self, name: str) -> str:
+        return f"http://{self.address.ip}:{self.http_port}/{name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "interface": self.interface, "address": str(self.address), "mode": self.mode.value,
+            "files": {k: str(v) for k, v in dataclasses.asdict(self.files).items()},
+            "http_port": self.http_port, "node_keys": [list(k) for k in self.node_keys],
+            "default_entry": self.default_entry, "other_dhcp": self.other_dhcp,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            interface=data["interface"],
+            address=ipaddress.IPv4Interface(data["address"]),
+            mode=Mode(data["mode"]),
+            files=BootFiles(**{k: Path(v) for k, v in data["files"].items()}),
+            http_port=int(data["http_port"]),
+            node_keys=tuple((k, v) for k, v in data["node_keys"]),
+            default_entry=data["default_entry"],
+            other_dhcp=data.get("other_dhcp"),
+        )
+
+    def announce(self) -> str:
+        """The console line that says what is served where, and where nothing is."""
+        if self.mode is Mode.AUTHORITATIVE:
+            how = (f"authoritative DHCP for {self.address.network} (no other DHCP server "
+                   "answered)")
+        else:
+            how = f"proxy-DHCP beside the DHCP server {self.other_dhcp} (it gives the addresses)"
+        return (f"PXE: {how} on {self.interface} only, never on any other interface; TFTP and "
+                f"HTTP on {self.address.ip}:{self.http_port}")
+
+
+@dataclass(frozen=True)
+class Netboot:
+    """What `prepare` decided: the cluster interface, the DHCP mode, the machine as it is now."""
+
+    interface: str
+    mode: Mode
+    other_dhcp: str | None
+    detection: Any  # autoconf.detect.Detection, with the address given to the interface
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+def cluster_interface(config: Any, detection: Any) -> Any:
+    """The one interface DHCP may be answered on: `oar.net`, else the machine's only one."""
+    found = list(detection.interfaces)
+    net = getattr(config, "net", None)
+    if net and "/" not in net:
+        chosen = [i for i in found if i.name == net]
+        if not chosen:
+            raise PxeError(f"oar.net={net}: no such interface (found: "
+                           f"{', '.join(i.name for i in found) or 'none'})")
+        return chosen[0]
+    if net:
+        network = ipaddress.ip_network(net, strict=False)
+        inside = [i for i in found
+                  if any(ipaddress.ip_interface(a).ip in network for a in i.addresses
+                         if ipaddress.ip_interface(a).version == network.version)]
+        if len(inside) == 1:
+            return inside[0]
+        if len(found) == 1:
+            return found[0]  # its address comes in authoritative mode
+        raise PxeError(f"oar.net={net}: {len(inside)} interfaces in that network; "
+                       "name the interface instead (oar.net=<interface>)")
+    if len(found) == 1:
+        return found[0]
+    raise PxeError("oar.pxe=1 on a machine with several interfaces "
+                   f"({', '.join(i.name for i in found) or 'none'}): say which one is the "
+                   "cluster network with oar.net=<interface> (DHCP is answered there only)")
+
+
+def decide_mode(offers: list[dhcpprobe.Offer], own: set[str]
+                ) -> tuple[Mode, dhcpprobe.Offer | None]:
+    """Proxy when a DHCP server other than this machine offers addresses, else authoritative."""
+    others = dhcpprobe.other_dhcp_servers(offers, own)
+    return (Mode.PROXY, others[0]) if others else (Mode.AUTHORITATIVE, None)
+
+
+def static_address(net: str | None) -> ipaddress.IPv4Interface:
+    """The address the server takes in authoritative mode when it has none."""
+    if net and "/" in net:
+        network = ipaddress.ip_network(net, strict=False)
+        if isinstance(network, ipaddress.IPv4Network) and network.num_addresses >= 4:
+            return ipaddress.IPv4Interface(f"{next(network.hosts())}/{network.prefixlen}")
+    return DEFAULT_ADDRESS
+
+
+def dhcp_range(address: ipaddress.IPv4Interface) -> tuple[str, str]:
+    """The addresses handed to nodes: the upper half of the subnet, minus the server's own."""
+    hosts = [h for h in address.network.hosts() if h != address.ip]
+    if not hosts:
+        raise PxeError(f"{address.network} has no address left for nodes")
+    upper = hosts[len(hosts) // 2 :] if len(hosts) >= 8 else hosts
+    if address.ip in address.network and upper[0] < address.ip < upper[-1]:
+        upper = [h for h in upper if h > address.ip]
+    return str(upper[0]), str(upper[-1])
+
+
+def ipv4_of(interface: Any) -> list[ipaddress.IPv4Interface]:
+    return [a for a in map(ipaddress.ip_interface, interface.addresses)
+            if isinstance(a, ipaddress.IPv4Interface)]
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def dnsmasq_conf(plan: Plan, state: Path) -> str:
+    """dnsmasq's whole configuration: DHCP (or proxy-DHCP) and TFTP on one interface, no DNS."""
+    net = plan.address.network
+    lines = [
+        "# OAR Live netboot service (boot/pxe.py). DHCP and TFTP on the cluster interface only.",
+        "port=0",  # no DNS
+        f"interface={plan.interface}",
+        "bind-interfaces",
+        "except-interface=lo",
+        f"pid-file={state / 'dnsmasq.pid'}",
+        f"dhcp-leasefile={state / 'dnsmasq.leases'}",
+        "user=nobody",
+        "group=nogroup",
+        "log-dhcp",
+        "enable-tftp",
+        f"tftp-root={state / 'tftp'}",
+        "dhcp-userclass=set:ipxe,iPXE",  # iPXE (qemu's ROM, or chained from snponly.efi)
+        "dhcp-match=set:efi64,option:client-arch,7",
+        "dhcp-match=set:efi64,option:client-arch,9",
+    ]
+    if plan.mode is Mode.AUTHORITATIVE:
+        first, last = dhcp_range(plan.address)
+        lines += [
+            f"dhcp-range={first},{last},{net.netmask},1h",
+            "dhcp-authoritative",
+            "dhcp-option=option:router",  # no gateway and no DNS: the cluster network only
+            "dhcp-option=option:dns-server",
+            f"dhcp-boot=tag:ipxe,{IPXE_SCRIPT},,{plan.address.ip}",
+            f"dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_LOADER},,{plan.address.ip}",
+            f"dhcp-boot=tag:!ipxe,tag:!efi64,{BIOS_LOADER},,{plan.address.ip}",
+        ]
+    else:
+        lines += [
+            f"dhcp-range={net.network_address},proxy,{net.netmask}",
+            f'pxe-service=tag:ipxe,x86PC,"OAR Live",{IPXE_SCRIPT}',
+            f'pxe-service=tag:!ipxe,x86PC,"OAR Live",{BIOS_LOADER}',
+            f'pxe-service=tag:ipxe,X86-64_EFI,"OAR Live",{IPXE_SCRIPT}',
+            f'pxe-service=tag:!ipxe,X86-64_EFI,"OAR Live",{UEFI_LOADER}',
+            f'pxe-service=tag:ipxe,BC_EFI,"OAR Live",{IPXE_SCRIPT}',
+            f'pxe-service=tag:!ipxe,BC_EFI,"OAR Live",{UEFI_LOADER}',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def node_cmdline(base: str, plan: Plan) -> str:
+    """The kernel line shared by every served entry: the image's, plus the node's answers."""
+    keys = " ".join(f"{k}={v}" for k, v in plan.node_keys)
+    return " ".join(p for p in (base, keys) if p)
+
+
+def render_menus(plan: Plan, base_cmdline: str) -> dict[str, str]:
+    """The served menus (name in the TFTP root -> text), booting `node` with oar.server set."""
+    common = dict(
+        cmdline=node_cmdline(base_cmdline, plan),
+        fetch=plan.url("filesystem.squashfs"),
+        server=str(plan.address.ip),
+        default=plan.default_entry,
+        timeout=MENU_TIMEOUT,
+    )
+    try:
+        return {
+            "pxelinux.cfg/default": menus.render(
+                menus.Target.PXELINUX, plan.url("vmlinuz"), plan.url("initrd.img"), **common),
+            IPXE_SCRIPT: menus.render(
+                menus.Target.IPXE, plan.url("vmlinuz"), plan.url("initrd.img"), **common),
+        }
+    except menus.MenuError as exc:
+        raise PxeError(f"cannot render the netboot menus: {exc}") from None
+
+
+def node_keys(config: Any, cmdline: str) -> tuple[tuple[str, str], ...]:
+    """What nodes are told on their kernel line besides role and server: the server's keymap,
+    and its token when it did not come with the image (nodes boot the same image)."""
+    keys = [("oar.keymap", str(getattr(config, "keymap", "us") or "us"))]
+    token = getattr(config, "token", "")
+    source = config.source("token") if hasattr(config, "source") else "image"
+    if token and source not in ("default", "image"):
+        keys.append(("oar.token", token))
+    del cmdline
+    return tuple(keys)
+
+
+def default_entry(cmdline: str) -> str:
+    """Nodes show their console where the server does: `node-serial` when the server's
+    last console= is a serial port, else `node` (the screen)."""
+    consoles = [w.split("=", 1)[1] for w in cmdline.split() if w.startswith("console=")]
+    return "node-serial" if consoles and consoles[-1].startswith("ttyS") else "node"
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _current_ipv4(interface: str, run: Runner) -> list[ipaddress.IPv4Interface]:
+    out = run(["ip", "-4", "-o", "addr", "show", "dev", interface], timeout=10).stdout
+    found = []
+    for line in out.splitlines():
+        words = line.split()
+        if "inet" in words:
+            found.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]))
+    return found
+
+
+def networkd_runs(root: Path) -> bool:
+    """systemd is init and systemd-networkd manages the links (the live image)."""
+    return (root / "run/systemd/system").is_dir() and (root / "run/systemd/netif").is_dir()
+
+
+def _give_address(interface: str, address: ipaddress.IPv4Interface, root: Path,
+                  run: Runner, networkd: bool) -> None:
+    """The cluster interface takes `address` (through systemd-networkd when it manages links,
+    so that it keeps it, else with `ip`)."""
+    if networkd and shutil.which("networkctl"):
+        path = root / str(NETWORKD_FILE).format(interface=interface)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "# Written by OAR Live's netboot service: the cluster network has no DHCP server,\n"
+            "# this server answers DHCP there with this fixed address.\n"
+            f"[Match]\nName={interface}\n\n[Network]\nAddress={address}\n"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
+        )
+        run(["networkctl", "reload"], timeout=30)
+        run(["networkctl", "reconfigure", interface], timeout=30)
+    else:
+        run(["ip", "link", "set", interface, "up"], timeout=10)
+        run(["ip", "addr", "replace", str(address), "dev", interface], timeout=10)
+
+
+def _wait_address(interface: str, run: Runner, seconds: float,
+                  wanted: ipaddress.IPv4Interface | None = None
+                  ) -> list[ipaddress.IPv4Interface]:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = _current_ipv4(interface, run)
+        if found and (wanted is None or wanted in found):
+            return found
+        if time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def prepare(config: Any, detection: Any, root: Path = Path("/"), run: Runner = proc.run,
+            probe: Probe = dhcpprobe.discover, networkd: bool | None = None) -> Netboot:
+    """Probe DHCP on the cluster interface, choose the mode and make sure the interface has an
+    IPv4 address (in authoritative mode, one we give it; in proxy mode, the site's lease)."""
+    iface = cluster_interface(config, detection)
+    own = {str(a.ip) for i in detection.interfaces for a in ipv4_of(i)}
+    _say(f"PXE: looking for another DHCP server on {iface.name} ({PROBE_SECONDS:g} s)")
+    try:
+        offers = probe(iface.name, PROBE_SECONDS)
+    except dhcpprobe.ProbeError as exc:
+        raise PxeError(f"cannot probe DHCP on {iface.name}: {exc}") from None
+    mode, other = decide_mode(offers, own)
+    addresses = ipv4_of(iface)
+    if not addresses:
+        if mode is Mode.AUTHORITATIVE:
+            wanted = static_address(getattr(config, "net", None))
+            _say(f"PXE: {iface.name} has no address: taking {wanted}")
+            if networkd is None:
+                networkd = networkd_runs(root)
+            _give_address(iface.name, wanted, root, run, networkd)
+            addresses = _wait_address(iface.name, run, 20, wanted)
+        else:
+            addresses = _wait_address(iface.name, run, 30)
+        if not addresses:
+            raise PxeError(f"{iface.name} has no IPv4 address: cannot serve netboot there")
+    updated = dataclasses.replace(
+        iface, addresses=tuple(dict.fromkeys([*map(str, addresses), *iface.addresses])))
+    detection = dataclasses.replace(
+        detection,
+        interfaces=tuple(updated if i.name == iface.name else i for i in detection.interfaces),
+    )
+    return Netboot(iface.name, mode, other.server if other else None, detection)
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return True
+
+
+def write_state(plan: Plan, state: Path, root: Path = Path("/"), base_cmdline: str = "") -> bool:
+    """plan.json, dnsmasq.conf and the TFTP tree (loaders and menus); True when anything
+    changed."""
+    tftp = state / "tftp"
+    changed = False
+    for source, name in LOADERS:
+        path = root / source
+        if not path.is_file():
+            raise PxeError(f"{path} is missing: install pxelinux, syslinux-common and ipxe")
+        changed |= _write_if_changed(tftp / name, path.read_bytes())
+    for name, text in render_menus(plan, base_cmdline).items():
+        changed |= _write_if_changed(tftp / name, text.encode())
+    changed |= _write_if_changed(state / "dnsmasq.conf", dnsmasq_conf(plan, state).encode())
+    text = json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
+    changed |= _write_if_changed(state / "plan.json", text.encode())
+    for folder in (tftp, tftp / "pxelinux.cfg"):
+        folder.chmod(0o755)
+    return changed
+
+
+def base_cmdline(root: Path) -> str:
+    try:
+        return (root / KERNEL_CMDLINE_FILE).read_text().strip() or DEFAULT_KERNEL_CMDLINE
+    except OSError:
+        return DEFAULT_KERNEL_CMDLINE
+
+
+def start(netboot: Netboot, address: ipaddress.IPv4Interface, config: Any,
+          root: Path = Path("/"), run: Runner = proc.run, cmdline: str | None = None,
+          ) -> tuple[bool, str]:
+    """Write the service's files and (re)start oar-live-pxe.service when they changed.
+
+    Returns (changed, a short description) for the server role's console line.
+    """
+    if cmdline is None:
+        from autoconf.config import read_cmdline
+
+        cmdline = read_cmdline(root)
+    plan = Plan(
+        interface=netboot.interface,
+        address=address,
+        mode=netboot.mode,
+        files=boot_files(root / MEDIUM),
+        node_keys=node_keys(config, cmdline),
+        default_entry=default_entry(cmdline),
+        other_dhcp=netboot.other_dhcp,
+    )
+    _say(plan.announce())
+    state = root / STATE_DIR
+    changed = write_state(plan, state, root, base_cmdline(root))
+    detail = f"{plan.mode.value} on {plan.interface}"
+    if not (root / "run/systemd/system").is_dir():
+        _say(f"PXE: no systemd here: run `python3 -m boot.pxeserve --state {state}`")
+        return changed, detail
+    active = run(["systemctl", "is-active", "--quiet", UNIT], check=False, timeout=30)
+    if active.returncode == 0 and not changed:
+        return False, detail
+    run(["systemctl", "restart", UNIT], timeout=60)
+    return True, detail
+
+
+# ----------------------------------------------------------------------------- by hand
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m boot.pxe",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    setup = sub.add_parser("setup", help="probe DHCP, choose the mode, write the service files")
+    setup.add_argument("--interface", required=True, help="the cluster network interface")
+    setup.add_argument("--medium", type=Path, default=Path("/") / MEDIUM,
+                       help="folder holding live/vmlinuz, initrd.img, filesystem.squashfs")
+    setup.add_argument("--state", type=Path, default=Path("/") / STATE_DIR)
+    setup.add_argument("--keymap", default="us")
+    setup.add_argument("--http-port", type=int, default=HTTP_PORT)
+    args = parser.parse_args(argv)
+    from autoconf.detect import Detection, Interface, interfaces
+
+    found = [i for i in interfaces() if i.name == args.interface]
+    if not found:
+        print(f"boot.pxe: no interface {args.interface}", file=sys.stderr)
+        return 2
+    machine = Detection(hostname="oar-server", mac=found[0].mac, product_uuid=None, cpus=(),
+                        mem_mib=0, interfaces=tuple(found), boot_interface=args.interface)
+    config = argparse.Namespace(net=args.interface, keymap=args.keymap, token="")
+    try:
+        netboot = prepare(config, machine, networkd=False)  # by hand: `ip` only
+        iface: Interface = next(i for i in netboot.detection.interfaces
+                                if i.name == args.interface)
+        plan = Plan(args.interface, ipv4_of(iface)[0], netboot.mode, boot_files(args.medium),
+                    args.http_port, (("oar.keymap", args.keymap),), "node",
+                    netboot.other_dhcp)
+        _say(plan.announce())
+        write_state(plan, args.state, Path("/"), base_cmdline(Path("/")))
+    except (PxeError, proc.CommandError) as exc:
+        print(f"boot.pxe: {exc}", file=sys.stderr)
+        return 1
+    print(f"mode={plan.mode.value} address={plan.address.ip} state={args.state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
