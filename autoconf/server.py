@@ -293,11 +293,41 @@ def ensure_registry(
     return True
 
 
+# ----------------------------------------------------------------------------- netboot
+
+
+def _prepare_netboot(config: Any, detection: Any, root: Path, run: Runner) -> Any:
+    """oar.pxe=1: boot.pxe probes DHCP on the cluster network and picks its mode (before the
+    server settles its address). A failure is reported; the cluster works without netboot."""
+    if not getattr(config, "pxe", False):
+        return None
+    from boot import pxe
+
+    try:
+        return pxe.prepare(config, detection, root, run)
+    except (pxe.PxeError, proc.CommandError, OSError) as exc:
+        print(f"  server: netboot service           FAILED ({exc})", flush=True)
+        return None
+
+
+def _start_netboot(netboot: Any, host: ServerHost, config: Any, root: Path,
+                   run: Runner) -> None:
+    from boot import pxe
+
+    try:
+        say("netboot service (PXE)", *pxe.start(netboot, host.interface, config, root, run))
+    except (pxe.PxeError, proc.CommandError, OSError) as exc:
+        print(f"  server: netboot service           FAILED ({exc})", flush=True)
+
+
 # ----------------------------------------------------------------------------- the role
 
 
 def handle(config: Any, detection: Any, root: Path = Path("/"), run: Runner = proc.run) -> str:
     """Set this machine up as the OAR server; returns the server's hostname."""
+    netboot = _prepare_netboot(config, detection, root, run)
+    if netboot is not None:  # the cluster interface may just have been given its address
+        detection = netboot.detection
     host = server_host(config, detection)
     if not re.match(r"^[a-z0-9-]+$", host.hostname):
         raise ServerError(f"invalid server hostname {host.hostname!r}")
@@ -312,6 +342,8 @@ def handle(config: Any, detection: Any, root: Path = Path("/"), run: Runner = pr
         say("resource properties", ensure_properties(run))
         say("registration service", ensure_registry(host, detection, root, run),
             f"{host.address}:6680")  # fmt: skip
+        if netboot is not None:
+            _start_netboot(netboot, host, config, root, run)
     except (proc.CommandError, oarconf.OarConfError, OSError) as exc:
         raise ServerError(f"server role: {exc}") from None
     return host.hostname
