@@ -56,6 +56,8 @@ class VMSpec:
     snapshot: bool = True  # disk writes go to a temporary overlay; the image stays unchanged
     extra_args: tuple[str, ...] = ()
     accel: str = "tcg,tb-size=256"
+    netboot: bool = False  # no iso/disk/kernel: the NIC's ROM (Debian's ipxe-qemu) netboots
+
 
     @property
     def serial_log(self) -> Path:
@@ -63,8 +65,9 @@ class VMSpec:
 
     def argv(self) -> list[str]:
         """qemu's command line for this VM."""
-        if sum(x is not None for x in (self.iso, self.disk, self.kernel)) != 1:
-            raise VMError(f"{self.name}: give exactly one of iso, disk, kernel")
+        media = sum(x is not None for x in (self.iso, self.disk, self.kernel))
+        if media != (0 if self.netboot else 1):
+            raise VMError(f"{self.name}: give exactly one of iso, disk, kernel, netboot")
         sock = self.rundir / f"{self.name}.serial.sock"
         argv = [
             QEMU, "-name", self.name, "-accel", self.accel, "-m", str(self.memory_mib),
@@ -95,6 +98,8 @@ class VMSpec:
             argv += ["-kernel", str(self.kernel), "-append", self.append]
             if self.initrd is not None:
                 argv += ["-initrd", str(self.initrd)]
+        if self.netboot:
+            argv += ["-boot", "n"]
         if not self.netdevs:
             argv += ["-nic", "none"]
         for netdev, device in self.netdevs:

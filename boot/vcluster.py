@@ -1,6 +1,7 @@
 """`oar-vcluster`: an OAR Live cluster of qemu VMs on this one machine, to try it or to test it.
 
     oar-vcluster up --iso oar-live.iso --nodes N [--smp 1,2] [--mem MiB] [--timeout S]
+                    [--pxe [authoritative|proxy]]
     oar-vcluster status | run -- CMD... | reboot VM | down [--keep-logs] | demo --iso ... --nodes N
 
 `up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
@@ -10,6 +11,11 @@ each VM's stage from its serial log (boot.vstage) and the server's `oar-autoconf
 returns once N nodes are Alive, or fails with the log lines that explain why. Everything it
 makes is recorded in the state directory (boot.vstate) so `down` removes it all, also after a
 crash. Needs root (network namespace, taps), qemu, dnsmasq and ssh.
+
+`--pxe`: the nodes have no CD and no kernel: they netboot (`-boot n`, Debian's ipxe-qemu ROM)
+from the server, which boots with `oar.pxe=1` (boot.pxe). `authoritative` (the default): the
+LAN's own DHCP server answers the server only, so the server gives the nodes their addresses;
+`proxy`: it answers every machine, so the server serves proxy-DHCP beside it.
 """
 
 from __future__ import annotations
@@ -56,12 +62,14 @@ def base_cmdline(isolinux_cfg: str) -> str:
     raise VClusterError("the ISO's isolinux.cfg has no `boot=live` entry: is it an OAR Live ISO?")
 
 
-def kernel_cmdline(base: str, machine: Machine, nbmin: int) -> str:
+def kernel_cmdline(base: str, machine: Machine, nbmin: int, pxe: bool = False) -> str:
     """One VM's kernel line: the role pre-answered, nothing asked, console on the serial log."""
     keys = [base, "console=ttyS0,115200n8", f"oar.role={machine.role}", "oar.timeout=0",
             "oar.keymap=us"]
     if machine.role == "server":
         keys.append(f"oar.nbmin={nbmin}")
+        if pxe:
+            keys.append("oar.pxe=1")
     return " ".join(keys)
 
 
@@ -94,7 +102,14 @@ def plan_machines(nodes: int, smp: list[int], mem: list[int], server_smp: int,
 
 
 def vm_spec(state: ClusterState, machine: Machine, kernel: Path, initrd: Path,
-            append: str) -> VMSpec:
+            append: str, netboot: bool = False) -> VMSpec:
+    if netboot:  # a diskless machine: its NIC's boot ROM asks the network
+        return VMSpec(
+            machine.name, state.state_dir, netboot=True, memory_mib=machine.memory_mib,
+            cpus=machine.cpus, accel=state.accel,
+            netdevs=((f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no",
+                      f"virtio-net-pci,netdev=n0,mac={machine.mac}"),),
+        )  # fmt: skip
     return VMSpec(
         machine.name, state.state_dir, kernel=kernel, initrd=initrd, append=append,
         memory_mib=machine.memory_mib, cpus=machine.cpus, accel=state.accel,
@@ -179,14 +194,19 @@ def up(args: argparse.Namespace) -> ClusterState:
     state.save()  # the namespace's name is recorded before the namespace exists
     net = vnet.VirtualNetwork(state.netns, state_dir)
     net.create()
+    pxe = getattr(args, "pxe", None)
+    known = [m for m in machines if pxe != "authoritative" or m.role == "server"]
     state = replace(state, dhcp_pid=spawn(
-        net.dhcp_argv([(m.mac, m.address) for m in machines]), state_dir / "dnsmasq.out.log"))
+        net.dhcp_argv([(m.mac, m.address) for m in known], known_only=pxe == "authoritative"),
+        state_dir / "dnsmasq.out.log"))
     state.save()
     print(f"{len(machines)} VMs ({accel.split(',')[0]}), network {vnet.SUBNET} in namespace "
           f"{state.netns}, logs in {state_dir}")
     for machine in machines:
         net.add_tap(machine.index)
-        spec = vm_spec(state, machine, kernel, initrd, kernel_cmdline(base, machine, args.nodes))
+        spec = vm_spec(state, machine, kernel, initrd,
+                       kernel_cmdline(base, machine, args.nodes, pxe=bool(pxe)),
+                       netboot=bool(pxe) and machine.role == "node")
         state.serial_log(machine).write_bytes(b"")
         pid = spawn(net.inside(spec.argv()), state_dir / f"{machine.name}.qemu.log")
         state = state.with_machine(replace(machine, pid=pid))
@@ -372,6 +392,10 @@ def parser() -> argparse.ArgumentParser:
                        help="auto: KVM only when a probe boot shows it works")
         s.add_argument("--user", default="user", help="the image's job account")
         s.add_argument("--timeout", type=float, default=900, help="seconds to wait for ready")
+        s.add_argument("--pxe", nargs="?", const="authoritative",
+                       choices=("authoritative", "proxy"),
+                       help="nodes netboot from the server (oar.pxe=1); proxy: beside the "
+                            "LAN's DHCP server")
         if name == "demo":
             s.add_argument("--keep-logs", action="store_true")
     s = sub.add_parser("status", help="each VM's stage and `oarnodes -s`")

@@ -94,13 +94,21 @@ class VirtualNetwork:
         run([*ns, "link", "set", name, "up"])
         return name
 
-    def dhcp_argv(self, leases: list[tuple[str, str]]) -> list[str]:
-        """dnsmasq in the foreground, DHCP only, a fixed address for every (mac, ip)."""
+    def dhcp_argv(self, leases: list[tuple[str, str]], known_only: bool = False) -> list[str]:
+        """dnsmasq in the foreground, DHCP only, a fixed address for every (mac, ip).
+
+        `known_only`: no address for any other machine (`oar-vcluster up --pxe`: the OAR Live
+        server then finds no other DHCP server for new machines and serves them itself).
+        """
+        if known_only:
+            pool = [f"--dhcp-range={SUBNET.network_address},static,{SUBNET.netmask},12h",
+                    "--dhcp-ignore=tag:!known"]
+        else:
+            pool = [f"--dhcp-range={SUBNET.network_address + 100},{SUBNET.network_address + 250},"
+                    f"{SUBNET.netmask},12h"]
         argv = [
             "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-            f"--interface={BRIDGE}", "--bind-interfaces", "--user=root",
-            f"--dhcp-range={SUBNET.network_address + 100},{SUBNET.network_address + 250},"
-            f"{SUBNET.netmask},12h",
+            f"--interface={BRIDGE}", "--bind-interfaces", "--user=root", *pool,
             "--dhcp-option=3", "--dhcp-option=6",  # no router, no DNS: the LAN is closed
             "--dhcp-authoritative",
             f"--dhcp-leasefile={self.state_dir / 'dnsmasq.leases'}",
