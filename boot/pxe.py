@@ -500,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     setup.add_argument("--state", type=Path, default=Path("/") / STATE_DIR)
     setup.add_argument("--keymap", default="us")
     setup.add_argument("--http-port", type=int, default=HTTP_PORT)
+    setup.add_argument("--serial", action="store_true",
+                       help="nodes boot with their console on the first serial port")
     args = parser.parse_args(argv)
     from autoconf.detect import Detection, Interface, interfaces
 
@@ -515,8 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         iface: Interface = next(i for i in netboot.detection.interfaces
                                 if i.name == args.interface)
         plan = Plan(args.interface, ipv4_of(iface)[0], netboot.mode, boot_files(args.medium),
-                    args.http_port, (("oar.keymap", args.keymap),), "node",
-                    netboot.other_dhcp)
+                    args.http_port, (("oar.keymap", args.keymap),),
+                    "node-serial" if args.serial else "node", netboot.other_dhcp)
         _say(plan.announce())
         write_state(plan, args.state, Path("/"), base_cmdline(Path("/")))
     except (PxeError, proc.CommandError) as exc:
