@@ -201,9 +201,10 @@ class VM:
 
     def login(self, user: str, password: str, timeout: float = 300) -> None:
         """Log in on the serial console and make the shell quiet and machine-readable."""
-        self.wait_for(r"login: *$", timeout)
+        # Not anchored at the line's end: console messages may follow the prompt on its line.
+        self.wait_for(r"\blogin: ", timeout)
         self.send(f"{user}\n")
-        self.wait_for(r"Password: *$", 30)
+        self.wait_for(r"Password: ", 30)
         self.send(f"{password}\n")
         self.wait_for(r"[$#] *$", 60)
         self.run(

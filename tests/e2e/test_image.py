@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from boot.qemu import VM, VMSpec
+from boot.qemu import VM, Firmware, VMSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -85,6 +85,19 @@ def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, 
         assert "oar.role=solo" in cmdline and "boot=live" in cmdline
         _oar_ready(vm)
         _assert_confined(*_job_in_one_core(vm))
+
+
+def test_iso_boots_under_uefi_from_its_grub_menu(artifacts, tmp_path):
+    spec = VMSpec("uefi", tmp_path, iso=artifacts / "oar-live.iso", firmware=Firmware.UEFI)
+    with VM(spec) as vm:
+        vm.wait_for(r"OAR Live: ask what this machine is", 180)  # grub's menu on the serial port
+        time.sleep(1)
+        vm.send("1")  # hotkey of "ask ... serial console": grub boots it at once
+        match = vm.wait_for(r"Command line: (.*)$", 180)
+        words = match.group(1).split()
+        assert "boot=live" in words and "oar.role=ask" in words
+        assert "systemd.unified_cgroup_hierarchy=0" in words
+        vm.wait_for(r"Welcome to .*Debian", 300)  # live-boot found and mounted the squashfs
 
 
 def test_qcow2_disk_boots_the_same_system(artifacts, tmp_path):
