@@ -378,14 +378,14 @@ def _wait_address(interface: str, run: Runner, seconds: float,
 
 
 def prepare(config: Any, detection: Any, root: Path = Path("/"), run: Runner = proc.run,
-            probe: Probe = dhcpprobe.discover, networkd: bool | None = None) -> Netboot:
+            probe: Probe | None = None, networkd: bool | None = None) -> Netboot:
     """Probe DHCP on the cluster interface, choose the mode and make sure the interface has an
     IPv4 address (in authoritative mode, one we give it; in proxy mode, the site's lease)."""
     iface = cluster_interface(config, detection)
     own = {str(a.ip) for i in detection.interfaces for a in ipv4_of(i)}
     _say(f"PXE: looking for another DHCP server on {iface.name} ({PROBE_SECONDS:g} s)")
     try:
-        offers = probe(iface.name, PROBE_SECONDS)
+        offers = (probe or dhcpprobe.discover)(iface.name, PROBE_SECONDS)
     except dhcpprobe.ProbeError as exc:
         raise PxeError(f"cannot probe DHCP on {iface.name}: {exc}") from None
     mode, other = decide_mode(offers, own)

@@ -616,3 +616,59 @@ def test_vcluster_pxe_netboots_the_nodes_from_a_server_with_oar_pxe(tmp_path):
     only_server = " ".join(net.dhcp_argv([(server.mac, server.address)], known_only=True))
     assert "--dhcp-ignore=tag:!known" in only_server and ",static," in only_server
     assert "--dhcp-ignore" not in " ".join(net.dhcp_argv([(server.mac, server.address)]))
+
+
+# ----------------------------------------------------------------------------- the server role
+
+
+def server_root(tmp_path: Path) -> Path:
+    """What the server role reads (as in tests/autoconf/test_server.py)."""
+    from autoconf import oarconf
+    from tests.autoconf.test_oarconf import TEMPLATE
+    from tests.autoconf.test_server import HBA
+
+    (tmp_path / oarconf.TEMPLATE).parent.mkdir(parents=True)
+    (tmp_path / oarconf.TEMPLATE).write_text(TEMPLATE)
+    (tmp_path / "etc/postgresql/15/main/conf.d").mkdir(parents=True)
+    (tmp_path / "etc/postgresql/15/main/pg_hba.conf").write_text(HBA)
+    (tmp_path / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    (tmp_path / "etc/hostname").write_text("debian\n")
+    return tmp_path
+
+
+def test_server_role_with_oar_pxe_serves_netboot_for_its_address(tmp_path, monkeypatch, capsys):
+    from autoconf import server
+    from autoconf.config import Config as AgentConfig
+    from autoconf.config import Role
+    from tests.autoconf.test_server import FakeSystem, server_detection
+
+    root = server_root(tmp_path)
+    fake_image(root)
+    probed = []
+    monkeypatch.setattr(dhcpprobe, "discover", lambda iface, seconds: probed.append(iface) or [])
+    detection = server_detection()
+    name = server.handle(AgentConfig(role=Role.SERVER, pxe=True), detection, root, FakeSystem())
+    assert name == server.SERVER_HOSTNAME
+    assert probed == [detection.interfaces[0].name]
+    out = capsys.readouterr().out
+    assert "PXE: authoritative DHCP for 10.0.0.0/24" in out
+    assert re.search(r"netboot service \(PXE\)\s+changed", out)
+    menu = (root / pxe.STATE_DIR / "tftp/pxelinux.cfg/default").read_text()
+    assert "oar.server=10.0.0.1" in menu and "fetch=http://10.0.0.1:6682/" in menu
+
+
+def test_server_role_without_boot_medium_reports_netboot_and_still_serves(tmp_path, monkeypatch,
+                                                                          capsys):
+    from autoconf import server
+    from autoconf.config import Config as AgentConfig
+    from autoconf.config import Role
+    from tests.autoconf.test_server import FakeSystem, server_detection
+
+    root = server_root(tmp_path)
+    monkeypatch.setattr(dhcpprobe, "discover", lambda iface, seconds: [])
+    system = FakeSystem()
+    assert server.handle(AgentConfig(role=Role.SERVER, pxe=True), server_detection(), root,
+                         system) == server.SERVER_HOSTNAME
+    out = capsys.readouterr().out
+    assert "netboot service" in out and "FAILED" in out and "not booted from an OAR Live" in out
+    assert system.running["oar-server"]
