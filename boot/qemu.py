@@ -98,8 +98,8 @@ class VMSpec:
             argv += ["-kernel", str(self.kernel), "-append", self.append]
             if self.initrd is not None:
                 argv += ["-initrd", str(self.initrd)]
-        if self.netboot:
-            argv += ["-boot", "n"]
+        if self.netboot:  # retry every 5 s until a netboot server answers, as a PXE farm does
+            argv += ["-boot", "order=n,reboot-timeout=5000"]
         if not self.netdevs:
             argv += ["-nic", "none"]
         for netdev, device in self.netdevs:

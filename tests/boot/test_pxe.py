@@ -609,7 +609,7 @@ def test_vcluster_pxe_netboots_the_nodes_from_a_server_with_oar_pxe(tmp_path):
     state = ClusterState(tmp_path, "oarvc-test", iso=str(tmp_path / "x.iso"), accel="tcg",
                          machines=machines)
     argv = vcluster.vm_spec(state, node, tmp_path / "k", tmp_path / "i", "", netboot=True).argv()
-    assert argv[argv.index("-boot") + 1] == "n"
+    assert argv[argv.index("-boot") + 1].startswith("order=n,")
     assert "-kernel" not in argv and "-cdrom" not in argv and "media=cdrom" not in " ".join(argv)
     assert f"mac={node.mac}" in " ".join(argv)
     net = vnet.VirtualNetwork("oarvc-test", tmp_path)
