@@ -50,10 +50,14 @@ HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # what `hostnam
 REGISTER_DEADLINE = 120.0  # at boot; after that the watcher keeps trying in the background
 ALIVE_DEADLINE = 60.0
 WATCH_INTERVAL = 15.0
-ABSENT_TIMEOUT = 20.0  # oarnodesetting at shutdown: bounded, the unit's TimeoutStopSec is 30 s
+ABSENT_TIMEOUT = 20.0  # oarnodesetting at shutdown; with a poll in flight (WATCH_TIMEOUT) it fits
+# in the unit's TimeoutStopSec (45 s)
 # One registration runs several OAR commands on the server (1.5-3 s each under emulation,
 # serialised with other nodes'): waiting less than that only makes the node ask again.
 REGISTER_TIMEOUT = 90.0
+# The watcher's polls: the server answers from its database, but a busy emulated server can
+# take several seconds; giving up sooner would leave a node unregistered after a server reboot.
+WATCH_TIMEOUT = 20.0
 
 
 class NodeError(Exception):
@@ -432,7 +436,7 @@ class Watcher:
 
     def _client(self) -> RegistryClient:
         assert self.server is not None
-        return RegistryClient(self.server.url, self.config.token, timeout=5.0)
+        return RegistryClient(self.server.url, self.config.token, timeout=WATCH_TIMEOUT)
 
     def _report(self, problem: str) -> None:
         if problem != self.last_problem:  # one line per change, not one per poll
