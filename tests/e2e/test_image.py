@@ -93,7 +93,8 @@ def test_iso_boots_under_uefi_from_its_grub_menu(artifacts, tmp_path):
         vm.wait_for(r"OAR Live: ask what this machine is", 180)  # grub's menu on the serial port
         time.sleep(1)
         vm.send("1")  # hotkey of "ask ... serial console": grub boots it at once
-        match = vm.wait_for(r"Command line: (.*)$", 180)
+        # "Kernel command line" (the early "Command line" echo may garble a character).
+        match = vm.wait_for(r"Kernel command line: (.*)$", 180)
         words = match.group(1).split()
         assert "boot=live" in words and "oar.role=ask" in words
         assert "systemd.unified_cgroup_hierarchy=0" in words
