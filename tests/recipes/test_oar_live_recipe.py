@@ -1,0 +1,101 @@
+"""The default OAR Live recipe: its procedure, what its checkpoints depend on, its input checks."""
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder.compile import compile_macrostep
+from builder.engine import BuildOptions, Engine
+from builder.progress import Progress
+from builder.recipe import load_recipe
+from builder.variables import Variables
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
+SYSTEM_STEPS = ["bootstrap", "system_configuration", "kernel_install", "oar_install", "oar_init",
+                "cpusets", "agent_install", "clean"]  # fmt: skip
+EXPORTS = ["export_prepare", "export_iso", "export_pxe", "export_tgz", "export_disk",
+           "export_manifest"]  # fmt: skip
+
+
+def keys(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    recipe = load_recipe(RECIPE, overrides)
+    engine = Engine(recipe, BuildOptions(workdir=tmp_path / "w", cwd=tmp_path),
+                    Progress(stream=io.StringIO()))  # fmt: skip
+    return dict(zip([m.name for m in recipe.macrosteps], engine.keys(), strict=True))
+
+
+def test_the_procedure_builds_the_system_then_exports_without_checkpoints():
+    recipe = load_recipe(RECIPE)
+    assert [m.name for m in recipe.macrosteps] == SYSTEM_STEPS + EXPORTS
+    assert all(m.checkpoint for m in recipe.macrosteps if m.name in SYSTEM_STEPS)
+    assert not any(m.checkpoint for m in recipe.macrosteps if m.name in EXPORTS)
+
+
+def test_asking_for_other_outputs_reuses_every_checkpoint_of_the_system(tmp_path):
+    default = keys(tmp_path)
+    other = keys(tmp_path, output="tgz,qcow2,pxe", pxe_url="http://10.0.0.1/x", out_dir="/tmp/o")
+    assert [default[s] == other[s] for s in SYSTEM_STEPS] == [True] * len(SYSTEM_STEPS)
+
+
+def test_extra_packages_rebuild_from_the_oar_installation_on(tmp_path):
+    default = keys(tmp_path)
+    extra = keys(tmp_path, extra_packages="openmpi-bin,stress-ng")
+    changed = [s for s in SYSTEM_STEPS if default[s] != extra[s]]
+    assert changed == SYSTEM_STEPS[SYSTEM_STEPS.index("oar_install"):]
+
+
+def test_editing_the_boot_menu_rebuilds_only_from_the_agent_installation(tmp_path, monkeypatch):
+    """The menu source is a variable: its content is in the agent_install key (engine contract)."""
+    recipe = load_recipe(RECIPE)
+    neutral = Variables(recipe.variables, recipe.variable_lines, recipe.path,
+                        {"workdir": "@w@", "build_dir": "@b@", "recipe_dir": str(recipe.dir),
+                         "recipe_name": recipe.name, "cwd": "@c@", "python": "@p@"})  # fmt: skip
+    used = {name for m in recipe.macrosteps if m.name in SYSTEM_STEPS
+            for name in compile_macrostep(m, neutral).used_variables}  # fmt: skip
+    assert "menu_src" in used and "agent_src" in used and "boot_src" in used
+    first_user = next(m.name for m in recipe.macrosteps
+                      if "menu_src" in compile_macrostep(m, neutral).used_variables)  # fmt: skip
+    assert first_user == "agent_install"
+
+
+def check_script(
+    tmp_path: Path, step: str, micro: str, **overrides: str
+) -> subprocess.CompletedProcess:
+    """Run one microstep's exec_current script as the engine would substitute it."""
+    recipe = load_recipe(RECIPE, overrides)
+    variables = Variables(recipe.variables, recipe.variable_lines, recipe.path,
+                          {"workdir": str(tmp_path / "root"), "build_dir": str(tmp_path),
+                           "recipe_dir": str(recipe.dir), "recipe_name": recipe.name,
+                           "cwd": str(tmp_path), "python": "python3"})  # fmt: skip
+    micro_step = next(m for m in recipe.macrostep(step).microsteps if m.name == micro)
+    script = "\n".join(variables.substitute(c.args[0], c.path, c.line)
+                       for c in micro_step.commands)  # fmt: skip
+    return subprocess.run(["bash", "-eo", "pipefail", "-c", script], capture_output=True,
+                          text=True)  # fmt: skip
+
+
+@pytest.mark.spawns
+@pytest.mark.parametrize(
+    ("step", "micro", "overrides", "message"),
+    [
+        ("export_prepare", "check_outputs", {"output": "iso,floppy"}, "output 'floppy' is unknown"),
+        ("export_prepare", "check_outputs", {"output": "pxe"}, "--set pxe_url=http://"),
+        ("bootstrap", "check_inputs", {"arch": "arm64"}, "arch 'arm64' is not supported"),
+        ("bootstrap", "check_inputs", {"suite": "trixie"}, "suite 'trixie' is not supported"),
+    ],
+)
+def test_unknown_inputs_stop_the_build_with_the_accepted_values(tmp_path, step, micro, overrides,
+                                                                 message):
+    result = check_script(tmp_path, step, micro, **overrides)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+@pytest.mark.spawns
+def test_known_inputs_pass_the_checks(tmp_path):
+    ok = check_script(tmp_path, "export_prepare", "check_outputs", output="iso,tgz,qcow2,raw,pxe",
+                      pxe_url="http://10.0.0.1/oar")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert check_script(tmp_path, "bootstrap", "check_inputs").returncode == 0
