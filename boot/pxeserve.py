@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from boot.pxe import IPXE_SCRIPT, STATE_DIR, Plan
+from boot.pxeplan import IPXE_SCRIPT, STATE_DIR, Plan
 
 __all__ = ["BootFileServer", "serve"]
 

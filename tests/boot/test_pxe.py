@@ -199,9 +199,9 @@ def test_served_ipxe_menu_boots_node_with_bootif_by_http():
 
 
 def test_nodes_get_the_servers_keymap_and_a_token_only_when_not_baked_in_the_image():
-    assert pxe.node_keys(config(keymap="de", sources={"token": "image"}), "") == (
+    assert pxe.node_keys(config(keymap="de", sources={"token": "image"})) == (
         ("oar.keymap", "de"),)
-    keys = dict(pxe.node_keys(config(sources={"token": "cmdline"}), ""))
+    keys = dict(pxe.node_keys(config(sources={"token": "cmdline"})))
     assert keys["oar.token"] == "abc123"
 
 
