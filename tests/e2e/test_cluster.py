@@ -160,6 +160,8 @@ def test_after_a_server_reboot_the_nodes_register_again_and_jobs_run(cluster):
     cluster.wait("server rebooting", lambda: cluster.boots("server") > boots, 120, 2)
     found = cluster.wait("both nodes Alive on the new server", cluster.alive, 600, 15)
     assert found == expected_resources(cluster.state)
+    for node in cluster.state.nodes:  # the new database numbers jobs from 1 again
+        cluster.remote.run("rm -f ~/OAR.*.stdout ~/OAR.*.stderr", node, timeout=60)
     job, out = cluster.job(DEMO_JOB, "nodes=2")
     assert sorted(out.split()) == sorted(m.oar_hostname for m in cluster.state.nodes), out
 
