@@ -415,7 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     args.state_dir = args.state_dir.resolve()
     try:
         if args.action == "up":
-            up(args)
+            try:
+                up(args)
+            except VClusterError as exc:
+                if vstate.load(args.state_dir) is None:
+                    raise
+                raise VClusterError(f"{exc}\nthe VMs are left running for a look (logs in "
+                                    f"{args.state_dir}); `oar-vcluster down` stops them") from None
             return 0
         if args.action == "down":
             down(args.state_dir, args.keep_logs)
