@@ -10,8 +10,9 @@ shutdown) and timed from the reset until their agent says they are Alive in OAR 
   HTTP, the squashfs fetched into RAM; `netboot_ratio` = pxe / iso (target <= 1.5);
 - `pxe_all_s`: all N nodes of the netboot cluster reset at once, until the last is Alive;
   `concurrent_ratio` = pxe_all / pxe_node (target <= 2).
-N is $OAR_BENCH_PXE_NODES (default 4). Everything runs under software emulation on this
-machine's cores: with 2 cores, N + 1 VMs share them, which the figures include.
+N is $OAR_BENCH_PXE_NODES (default 4); the ISO cluster has $OAR_BENCH_ISO_NODES nodes (default
+N; fewer idle VMs beside it only favour the baseline). Everything runs under software emulation
+on this machine's cores: with 2 cores, N + 1 VMs share them, which the figures include.
 The ISO: $OAR_LIVE_ISO, else out/oar-live.iso (`make iso`).
 """
 
@@ -83,6 +84,7 @@ def power_cycle(state: ClusterState, names: list[str], timeout: float = 1500) ->
 
 
 def _cluster(iso: Path, nodes: int, work: Path, pxe: bool) -> tuple[Path, ClusterState]:
+    """`oar-vcluster up` (with --pxe or not) until `nodes` nodes are Alive."""
     state_dir = work / ("pxe" if pxe else "iso")
     args = ["up", "--iso", str(iso), "--nodes", str(nodes), "--mem", NODE_MEM]
     _vcluster(state_dir, *args, *(["--pxe"] if pxe else []))
@@ -95,13 +97,14 @@ def _cluster(iso: Path, nodes: int, work: Path, pxe: bool) -> tuple[Path, Cluste
 def run() -> dict:
     iso = _iso()
     nodes = int(os.environ.get("OAR_BENCH_PXE_NODES", "4"))
-    figures: dict = {"nodes": nodes}
+    iso_nodes = int(os.environ.get("OAR_BENCH_ISO_NODES", str(nodes)))
+    figures: dict = {"nodes": nodes, "iso_cluster_nodes": iso_nodes}
     with tempfile.TemporaryDirectory(prefix="oar-bench-pxe-") as tmp:
         work = Path(tmp)
         for pxe in (False, True):
             state_dir, state = None, None
             try:
-                state_dir, state = _cluster(iso, nodes, work, pxe)
+                state_dir, state = _cluster(iso, nodes if pxe else iso_nodes, work, pxe)
                 if not pxe:
                     figures["iso_node_s"] = round(power_cycle(state, ["node-1"]), 1)
                 else:
