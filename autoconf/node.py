@@ -35,6 +35,7 @@ from typing import Any
 from autoconf import discover, etchosts, proc
 from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
 from autoconf.detect import Detection, cluster_address
+from autoconf.files import write_if_changed
 
 __all__ = ["NodeError", "RegistryClient", "RegistryError", "handle", "watch_main"]
 
@@ -218,32 +219,13 @@ def register(
 # ---- applying what the server said (check, then act) ---------------------------------------
 
 
-def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
-    """Write `text` atomically unless the file already holds it; keep an existing file's mode
-    and owner. True when the file changed."""
-    try:
-        if path.read_text() == text:
-            return False
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        info = None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.oar-live")
-    temporary.write_text(text)
-    os.chmod(temporary, info.st_mode & 0o7777 if info else mode)
-    if info is not None and os.geteuid() == 0:
-        os.chown(temporary, info.st_uid, info.st_gid)
-    os.replace(temporary, path)
-    return True
-
-
 def running_hostname() -> str:
     return socket.gethostname()
 
 
 def set_hostname(name: str, root: Path) -> bool:
     """/etc/hostname and the running hostname become `name`."""
-    changed = _write_if_changed(root / HOSTNAME, name + "\n")
+    changed = write_if_changed(root / HOSTNAME, name + "\n")
     if running_hostname() != name:
         proc.run(["hostname", name])
         changed = True
@@ -258,7 +240,7 @@ def install_oar_conf(text: str, root: Path) -> bool:
     """
     path = root / OAR_CONF
     new = not path.exists()
-    changed = _write_if_changed(path, text if text.endswith("\n") else text + "\n", 0o600)
+    changed = write_if_changed(path, text if text.endswith("\n") else text + "\n", 0o600)
     if new and root == Path("/") and os.geteuid() == 0:
         with contextlib.suppress(KeyError):
             os.chown(path, pwd.getpwnam("oar").pw_uid, -1)
@@ -291,10 +273,10 @@ def ensure_oar_ssh_host_key(root: Path) -> bool:
     system = root / SYSTEM_SSH_HOST_KEY
     key.parent.mkdir(parents=True, exist_ok=True)
     if system.exists():
-        _write_if_changed(key, system.read_text(), 0o600)
+        write_if_changed(key, system.read_text(), 0o600)
         public = system.with_name(system.name + ".pub")
         if public.exists():
-            _write_if_changed(key.with_name(key.name + ".pub"), public.read_text(), 0o644)
+            write_if_changed(key.with_name(key.name + ".pub"), public.read_text(), 0o644)
     else:
         proc.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "oar-node",
                   "-f", str(key)])
@@ -356,7 +338,7 @@ def write_state(root: Path, server: discover.Server | None, detection: Detection
         "hostname": hostname,
         "detection": detection.to_json(),
     }
-    _write_if_changed(root / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    write_if_changed(root / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 def read_state(root: Path) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from autoconf.files import write_if_changed
+
 __all__ = [
     "OAR_CONF",
     "OarConfError",
@@ -169,35 +171,22 @@ def ensure_secrets(root: Path = Path("/")) -> tuple[Secrets, bool]:
         f"db_password: {generated.db_password}\n"
         f"db_password_ro: {generated.db_password_ro}\n"
     )
-    _write_private(path, text)
+    write_if_changed(path, text, 0o600)
     return generated, True
 
 
 def write_oar_conf(text: str, root: Path = Path("/")) -> bool:
-    """Install `text` as root/etc/oar/oar.conf (mode 0600, owner oar) unless identical; changed?"""
+    """Install `text` as root/etc/oar/oar.conf (a new file: mode 0600, owner oar); changed?"""
     path = root / OAR_CONF
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_private(path, text)
-    try:
-        _chown_to_oar(path, root)
-    except OSError as exc:
-        raise OarConfError(f"cannot give {path} to user oar: {exc.strerror}") from None
+    new = not path.exists()
+    if not write_if_changed(path, text, 0o600):
+        return False
+    if new:
+        try:
+            _chown_to_oar(path, root)
+        except OSError as exc:
+            raise OarConfError(f"cannot give {path} to user oar: {exc.strerror}") from None
     return True
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, readable by its owner only."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def _chown_to_oar(path: Path, root: Path) -> None:

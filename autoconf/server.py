@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autoconf import etchosts, oarconf, proc
+from autoconf.files import write_if_changed
 from autoconf.registration import SERVER_STATE, ServerState
 
 __all__ = [
@@ -158,17 +159,6 @@ def _replace_block(text: str, lines: list[str]) -> str:
     return "\n".join([*kept, "", HBA_BEGIN, *lines, HBA_END]) + "\n"
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return True
-
-
 def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = proc.run) -> bool:
     """PostgreSQL listens on localhost and the cluster address only, lets the cluster's
     network in as oar and oar_ro, and runs (restarted when its settings changed)."""
@@ -180,7 +170,7 @@ def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = pr
             "# Written by oar-autoconf: OAR nodes reach the database on the cluster network.\n"
             f"listen_addresses = '{listen}'\n"
         )
-        changed |= _write_if_changed(main / PG_DROPIN, dropin)
+        changed |= write_if_changed(main / PG_DROPIN, dropin)
         hba = main / "pg_hba.conf"
         rules = [
             f"host    oar             {user:<15} {network!s:<23} scram-sha-256"
@@ -190,7 +180,7 @@ def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = pr
             current = hba.read_text()
         except FileNotFoundError:
             raise ServerError(f"{hba} is missing: the PostgreSQL cluster is broken") from None
-        changed |= _write_if_changed(hba, _replace_block(current, rules))
+        changed |= write_if_changed(hba, _replace_block(current, rules))
     running = service("postgresql", "status", root, run) and _pg_ready(run)
     if changed and running:
         service("postgresql", "restart", root, run)  # listen_addresses needs a restart
@@ -279,7 +269,7 @@ def ensure_registry(
         detection_hostname=getattr(detection, "hostname", None),
     )
     text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
-    changed = _write_if_changed(root / SERVER_STATE, text)
+    changed = write_if_changed(root / SERVER_STATE, text)
     if not _systemd(root):
         print(
             "  server: no systemd here: run `oar-autoconf serve` to accept registrations",
