@@ -46,20 +46,21 @@ def tree_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def step_key(previous: str, compiled: CompiledMacrostep, variables: Variables,
+def step_key(previous: str, compiled: CompiledMacrostep, sources: Variables,
              root: Path) -> str:
-    """Hash of the previous key, the resolved commands and the host files they name.
+    """Hash of the previous key, the resolved commands and the project files they name.
 
-    `compiled` must come from variables whose path built-ins are placeholders, so the key does
-    not depend on where the work directory is.
+    `compiled` must come from variables whose built-in paths are placeholders, so the key does
+    not depend on where the project or the work directory is; `sources` resolves the variables
+    the macrostep uses to real paths, whose content under `root` is hashed.
     """
     h = hashlib.sha256()
     h.update(previous.encode() + b"\0" + compiled.macro.name.encode() + b"\0")
     h.update(compiled.body.encode())
     for name in sorted(compiled.used_variables):
-        if name not in variables.raw:
+        if name not in sources.raw:
             continue
-        value = variables.resolve(name)
+        value = sources.resolve(name)
         if not value.startswith("/"):
             continue
         target = Path(value)

@@ -149,15 +149,19 @@ class Engine:
         return [compile_macrostep(m, self.variables) for m in self.recipe.macrosteps]
 
     def keys(self) -> list[str]:
-        """Checkpoint key of each macrostep, independent of the work directory's location."""
+        """Checkpoint key of each macrostep, independent of where the project and work are."""
         placeholders = {name: f"@{name}@" for name in BUILTIN_VARIABLES}
         placeholders["recipe_name"] = self.recipe.name
-        neutral = Variables(self.recipe.variables, self.recipe.variable_lines, self.recipe.path,
-                            placeholders)
+        text = Variables(self.recipe.variables, self.recipe.variable_lines, self.recipe.path,
+                         placeholders)
+        # Paths of the project (under the recipe's folder) are followed to hash their content;
+        # outputs (under $$cwd, $$workdir, $$build_dir) stay placeholders and are not.
+        sources = Variables(self.recipe.variables, self.recipe.variable_lines, self.recipe.path,
+                            {**placeholders, "recipe_dir": str(self.recipe.dir)})
         root = project_root(self.recipe.dir)
         keys, previous = [], "build-iso/1"
         for macro in self.recipe.macrosteps:
-            previous = step_key(previous, compile_macrostep(macro, neutral), neutral, root)
+            previous = step_key(previous, compile_macrostep(macro, text), sources, root)
             keys.append(previous)
         return keys
 

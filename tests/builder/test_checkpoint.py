@@ -78,3 +78,26 @@ def test_store_save_get_clear(tmp_path: Path):
     assert not layer.exists() and (cp.layer / "file").read_text() == "data"
     assert store.get("k") == cp
     assert store.clear() == 1 and store.get("k") is None
+
+
+def test_keys_do_not_depend_on_where_the_project_lies(tree, tmp_path):
+    import io
+    import shutil
+
+    from builder.engine import BuildOptions, Engine
+    from builder.progress import Progress
+
+    tree.write("a.yaml", "- a:\n    - exec_current: cp -r $$src $$workdir/; echo $$out\n")
+    (tree.root / "src").mkdir()
+    (tree.root / "src" / "f").write_text("1")
+    tree.recipe("- a\n", extra_globals="src: $$recipe_dir/../src\nout: $$cwd/out\n")
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(tree.root, copy)
+
+    def keys(project: Path, cwd: Path) -> list[str]:
+        recipe = load_recipe(project / "recipes" / "r.yaml")
+        return Engine(recipe, BuildOptions(cwd=cwd), Progress(stream=io.StringIO())).keys()
+
+    assert keys(tree.root, tmp_path) == keys(copy, copy)
+    (copy / "src" / "f").write_text("2")
+    assert keys(tree.root, tmp_path) != keys(copy, copy)

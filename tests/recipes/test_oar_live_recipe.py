@@ -103,11 +103,6 @@ def test_known_inputs_pass_the_checks(tmp_path):
     assert check_script(tmp_path, "bootstrap", "check_inputs").returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: checkpoint keys resolve $$recipe_dir to a placeholder, so the content of "
-    "agent_src/boot_src/menu_src is never hashed (builder/checkpoint.step_key)",
-)
 def test_editing_the_boot_menu_changes_the_keys_from_the_agent_installation_on(tmp_path):
     project = tmp_path / "project"
     for part in ("recipes", "isolinux", "autoconf", "boot"):
