@@ -56,7 +56,9 @@ def step_key(previous: str, compiled: CompiledMacrostep, sources: Variables,
     """
     h = hashlib.sha256()
     h.update(previous.encode() + b"\0" + compiled.macro.name.encode() + b"\0")
-    h.update(compiled.body.encode())
+    # Comment lines (the compiler's own name file paths) do not change what a step does.
+    h.update("\n".join(ln for ln in compiled.body.splitlines()
+                       if not ln.lstrip().startswith("#")).encode())
     for name in sorted(compiled.used_variables):
         if name not in sources.raw:
             continue
