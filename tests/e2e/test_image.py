@@ -2,18 +2,16 @@
 
 The image is built once per session by the `artifacts` fixture (tests/e2e/conftest.py; set
 OAR_LIVE_OUT to test already built artifacts instead).
-Until the agent configures a solo machine by itself, tests/e2e/solo_setup.sh (typed over the
-serial console) does it when oar-server is not running after boot.
+The boot entry "Laptop ... serial console" (oar.role=solo) lets the agent make the machine an
+OAR server and node by itself; the tests then log in as the normal user and submit a job.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,28 +20,16 @@ from boot.qemu import VM, Firmware, VMSpec
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "user", "live"  # the recipe's job_user / job_user_password
 NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
 
 
-def _type_script(vm: VM, script: Path, target: str) -> None:
-    """Copy a script into the VM through the console (base64, in lines a tty accepts)."""
-    data = base64.b64encode(script.read_bytes()).decode()
-    vm.run(f"rm -f {target}.b64", 30)
-    for i in range(0, len(data), 800):
-        vm.run(f"echo {data[i:i + 800]} >> {target}.b64", 30)
-    vm.run(f"base64 -d {target}.b64 > {target} && chmod +x {target}", 30)
-
-
 def _oar_ready(vm: VM) -> None:
-    """OAR runs: the agent's solo set-up, or the test hook when the agent did not do it."""
-    status, _ = vm.run("systemctl is-active --quiet oar-server", 30, check=False)
-    if status != 0:
-        _type_script(vm, PROJECT / "tests" / "e2e" / "solo_setup.sh", "/tmp/solo_setup.sh")
-        vm.run("sudo /tmp/solo_setup.sh", 300)
-    _, active = vm.run("systemctl is-active postgresql oar-server", 30)
-    assert active.split() == ["active", "active"]
+    """The agent made this machine server and node (solo) before the login prompt."""
+    _, active = vm.run("systemctl is-active postgresql oar-server oar-node", 30, check=False)
+    assert active.split() == ["active", "active", "active"]
+    _, nodes = vm.run("oarnodes -s", 60)
+    assert "Alive" in nodes
 
 
 def _job_in_one_core(vm: VM) -> tuple[str, str, int]:
