@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +99,7 @@ class CheckpointStore:
             return Checkpoint(key, entry / "layer", entry / "env.sh")
         return None
 
-    def save(self, key: str, layer: Path, env: Path, name: str) -> Checkpoint:
+    def save(self, key: str, layer: Path, env: Path, name: str, recipe: str) -> Checkpoint:
         """Move a finished layer into the store (cheap: a rename on the same filesystem)."""
         entry = self._entry(key)
         if self.get(key):
@@ -108,9 +110,38 @@ class CheckpointStore:
         entry.mkdir(parents=True)
         os.rename(layer, entry / "layer")
         shutil.copy2(env, entry / "env.sh")
-        (entry / "meta.json").write_text(json.dumps({"macrostep": name}) + "\n")
+        (entry / "meta.json").write_text(json.dumps({"macrostep": name, "recipe": recipe}) + "\n")
         (entry / "complete").touch()
         return Checkpoint(key, entry / "layer", entry / "env.sh")
+
+    @contextmanager
+    def in_use(self):
+        """Held by a running build: pruning waits for no build to use the store."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+
+    def prune(self, recipe: str, keep: set[str]) -> int:
+        """Drop this recipe's checkpoints that its latest build no longer uses.
+
+        Only when no other build is using the store (their overlays may stand on any layer);
+        returns how many were removed.
+        """
+        removed = 0
+        with (self.directory / ".lock").open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0
+            for entry in self.directory.iterdir():
+                meta = entry / "meta.json"
+                if entry.name in keep or not meta.exists():
+                    continue
+                if json.loads(meta.read_text()).get("recipe") == recipe:
+                    shutil.rmtree(entry)
+                    removed += 1
+        return removed
 
     def clear(self) -> int:
         """Remove every checkpoint; returns how many there were."""

@@ -172,11 +172,17 @@ class Engine:
         keys = self.keys()
         self.workspace.open()
         try:
-            self._run(compiled, keys)
+            with self.store.in_use():
+                finished = self._run(compiled, keys)
         finally:
             self.workspace.close()
+        if finished and self.options.checkpoints:
+            removed = self.store.prune(self.recipe.name, set(keys))
+            if removed:
+                self.progress.say(f"removed {removed} checkpoint(s) this recipe no longer uses")
 
-    def _run(self, compiled: list[CompiledMacrostep], keys: list[str]) -> None:
+    def _run(self, compiled: list[CompiledMacrostep], keys: list[str]) -> bool:
+        """Run the macrosteps; True when the whole recipe ran (no stop asked for)."""
         ws = self.workspace
         state = ws.state()
         steps: dict[str, StepState] = {
@@ -206,7 +212,7 @@ class Engine:
                 stop_here = True
             if stop_here and last <= first and bp and bp.macro == macro.name:
                 self._stopped_before(bp, steps, i)
-                return
+                return False
             partial = steps.get(macro.name) if first > 0 else None
             lowers = self._lowers(steps, i)
             if partial is None:
@@ -246,7 +252,7 @@ class Engine:
             if stop_here and last < len(macro.microsteps):
                 steps[macro.name] = StepState(layer, env_out, None, last)
             elif saving and macro.checkpoint and done_fully:
-                cp = self.store.save(keys[i], layer, env_out, macro.name)
+                cp = self.store.save(keys[i], layer, env_out, macro.name, self.recipe.name)
                 steps[macro.name] = StepState(cp.layer, cp.env, keys[i])
             else:
                 saving = False
@@ -257,8 +263,9 @@ class Engine:
             self.progress.finished("built")
             if stop_here:
                 self._stopped(macro, last, steps, i)
-                return
+                return False
         self.progress.summary()
+        return True
 
     def _start(self, steps: dict[str, StepState], keys: list[str]) -> tuple[int, int]:
         """Index of the first macrostep to run (and microstep within it)."""

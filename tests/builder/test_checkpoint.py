@@ -74,7 +74,7 @@ def test_store_save_get_clear(tmp_path: Path):
     env = tmp_path / "env"
     env.write_text("declare -x A=1\n")
     assert store.get("k") is None
-    cp = store.save("k", layer, env, "step")
+    cp = store.save("k", layer, env, "step", "r")
     assert not layer.exists() and (cp.layer / "file").read_text() == "data"
     assert store.get("k") == cp
     assert store.clear() == 1 and store.get("k") is None
@@ -101,3 +101,18 @@ def test_keys_do_not_depend_on_where_the_project_lies(tree, tmp_path):
     assert keys(tree.root, tmp_path) == keys(copy, copy)
     (copy / "src" / "f").write_text("2")
     assert keys(tree.root, tmp_path) != keys(copy, copy)
+
+
+def test_prune_drops_only_this_recipes_unused_checkpoints(tmp_path: Path):
+    store = CheckpointStore(tmp_path / "cp")
+    env = tmp_path / "env"
+    env.write_text("")
+    for key, recipe in (("a1", "a"), ("a2", "a"), ("b1", "b")):
+        layer = tmp_path / key
+        layer.mkdir()
+        store.save(key, layer, env, "step", recipe)
+    assert store.prune("a", keep={"a2"}) == 1
+    assert store.get("a1") is None and store.get("a2") and store.get("b1")
+    with store.in_use():   # a build is running: nothing is removed under its feet
+        assert store.prune("a", keep=set()) == 0
+    assert store.get("a2")
