@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from builder.checkpoint import CheckpointStore, project_root, step_key
 from builder.compile import PREAMBLE, CompiledMacrostep, Runtime, compile_macrostep, script_text
 from builder.errors import BuildFailed, Interrupted, RecipeError
@@ -172,6 +174,7 @@ class Engine:
         keys = self.keys()
         self.workspace.open()
         try:
+            self._write_variables()
             with self.store.in_use():
                 finished = self._run(compiled, keys)
         finally:
@@ -180,6 +183,13 @@ class Engine:
             removed = self.store.prune(self.recipe.name, set(keys))
             if removed:
                 self.progress.say(f"removed {removed} checkpoint(s) this recipe no longer uses")
+
+    def _write_variables(self) -> None:
+        """$$build_dir/variables.yaml: every global as the scripts see it (for manifests)."""
+        resolved = {str(k): str(v) for k, v in self.variables.all_resolved().items()}
+        text = yaml.safe_dump(resolved, sort_keys=True,
+                              default_flow_style=False)
+        (self.workspace.dir / "variables.yaml").write_text(text)
 
     def _run(self, compiled: list[CompiledMacrostep], keys: list[str]) -> bool:
         """Run the macrosteps; True when the whole recipe ran (no stop asked for)."""

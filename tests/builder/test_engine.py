@@ -198,3 +198,11 @@ def test_workdir_is_locked_against_a_second_build(project, capsys):
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_resolved_variables_are_written_for_the_recipe(project):
+    assert main([str(project.recipes / "r.yaml"), "--to", "bootstrap"]) == 0
+    import yaml
+
+    variables = yaml.safe_load((project.work / "variables.yaml").read_text())
+    assert variables["greeting"] == "hello" and variables["distrib"] == "test"
