@@ -13,7 +13,8 @@ BUILD_DEBS = mmdebstrap squashfs-tools xorriso isolinux syslinux-common syslinux
 	zstd pigz python3-venv python3-pip
 # What the tests add: qemu to boot images, PXE pieces, and a real PostgreSQL + OAR server.
 TEST_DEBS = $(BUILD_DEBS) qemu-system-x86 ovmf ipxe-qemu dnsmasq-base pxelinux iproute2 \
-	postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl
+	postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl \
+	busybox curl ipxe openssh-client
 
 .PHONY: iso test unit lint bench host-build-deps host-test-deps venv clean
 
