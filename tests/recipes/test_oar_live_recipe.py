@@ -17,7 +17,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 RECIPE = PROJECT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
 SYSTEM_STEPS = ["bootstrap", "system_configuration", "kernel_install", "oar_install", "oar_init",
                 "cpusets", "agent_install", "clean"]  # fmt: skip
-EXPORTS = ["export_prepare", "export_iso", "export_pxe", "export_tgz", "export_disk",
+# Never checkpointed: this build's own secrets, then the artifacts.
+EXPORTS = ["personalize", "export_prepare", "export_iso", "export_pxe", "export_tgz", "export_disk",
            "export_manifest"]  # fmt: skip
 
 
@@ -33,6 +34,17 @@ def test_the_procedure_builds_the_system_then_exports_without_checkpoints():
     assert [m.name for m in recipe.macrosteps] == SYSTEM_STEPS + EXPORTS
     assert all(m.checkpoint for m in recipe.macrosteps if m.name in SYSTEM_STEPS)
     assert not any(m.checkpoint for m in recipe.macrosteps if m.name in EXPORTS)
+
+
+def test_every_build_draws_its_own_secrets_after_the_checkpointed_system():
+    recipe = load_recipe(RECIPE)
+    personalize = recipe.macrostep("personalize")
+    oar_init = recipe.macrostep("oar_init")
+    assert not personalize.checkpoint
+    shared = ["generate_secrets", "oar_ssh_keys", "config_oar_conf"]
+    assert [m.name for m in personalize.microsteps][:3] == shared
+    assert [m.name for m in oar_init.microsteps][:3] == shared
+    assert personalize.microsteps[0].commands == oar_init.microsteps[0].commands
 
 
 def test_asking_for_other_outputs_reuses_every_checkpoint_of_the_system(tmp_path):
