@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from autoconf import proc
+from autoconf.files import write_if_changed
 from boot import dhcpprobe
 from boot.pxeplan import (  # noqa: F401 - the plan's names, for the agent and the tests
     BIOS_LOADER,
@@ -229,20 +230,6 @@ def prepare(config: Any, detection: Any, root: Path = Path("/"), run: Runner = p
     return Netboot(iface.name, mode, other.server if other else None, detection)
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    return True
-
-
 def write_state(plan: Plan, state: Path, root: Path = Path("/"), base_cmdline: str = "") -> bool:
     """plan.json, dnsmasq.conf and the TFTP tree (loaders and menus); True when anything
     changed."""
@@ -252,12 +239,12 @@ def write_state(plan: Plan, state: Path, root: Path = Path("/"), base_cmdline: s
         path = root / source
         if not path.is_file():
             raise PxeError(f"{path} is missing: install pxelinux, syslinux-common and ipxe")
-        changed |= _write_if_changed(tftp / name, path.read_bytes())
+        changed |= write_if_changed(tftp / name, path.read_bytes())
     for name, text in render_menus(plan, base_cmdline).items():
-        changed |= _write_if_changed(tftp / name, text.encode())
-    changed |= _write_if_changed(state / "dnsmasq.conf", dnsmasq_conf(plan, state).encode())
+        changed |= write_if_changed(tftp / name, text.encode())
+    changed |= write_if_changed(state / "dnsmasq.conf", dnsmasq_conf(plan, state).encode())
     text = json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
-    changed |= _write_if_changed(state / "plan.json", text.encode())
+    changed |= write_if_changed(state / "plan.json", text.encode())
     for folder in (tftp, tftp / "pxelinux.cfg"):
         folder.chmod(0o755)
     return changed
