@@ -41,6 +41,7 @@ class Cluster:
     def __init__(self, state: ClusterState) -> None:
         self.state = state
         self.remote = Remote(state)
+        self.last_resources: list[dict[str, str]] = []  # shown when a wait fails
 
     def wait(self, what: str, check: Callable[[], object], timeout: float, poll: float = 10):
         """check() until it returns something true; fail with the serial logs at the deadline."""
@@ -54,7 +55,8 @@ class Cluster:
             if last and not isinstance(last, Exception):
                 return last
             time.sleep(poll)
-        pytest.fail(f"{what}: not within {timeout:.0f} s (last: {last})\n{logs_of(self.state)}")
+        pytest.fail(f"{what}: not within {timeout:.0f} s (last: {last}; oarnodes: "
+                    f"{self.last_resources})\n{logs_of(self.state)}")
 
     def resources(self) -> list[dict[str, str]]:
         """`oarnodes` as the job user: one dict per resource (network_address, state, cpuset)."""
@@ -72,7 +74,7 @@ class Cluster:
 
     def alive(self) -> dict[str, list[int]] | None:
         """host -> sorted cpusets when every node's resources are Alive, else None."""
-        rows = self.resources()
+        rows = self.last_resources = self.resources()
         hosts = {m.oar_hostname for m in self.state.nodes}
         by_host: dict[str, list[int]] = {}
         for row in rows:
