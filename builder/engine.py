@@ -358,12 +358,12 @@ class Engine:
         self._current = None
         self._current_index = 0
 
-        def begin(micro_index: int) -> None:
+        def begin(micro_index: int) -> str:
+            """A microstep starts: show it; its header line goes to the log."""
             name = code.macro.microsteps[micro_index - 1].name
             self._current, self._current_index = name, micro_index
-            with self.workspace.log.open("a") as log:
-                log.write(f"----- {code.macro.name}/{name}\n")
             self.progress.microstep(name)
+            return f"----- {code.macro.name}/{name}\n"
 
         run = ScriptRun(script, self.workspace.log, self._script_env(),
                         on_output=self.progress.output, on_begin=begin)

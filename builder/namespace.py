@@ -49,7 +49,7 @@ class ScriptRun:
 
     def __init__(self, script: Path, log: Path, env: dict[str, str],
                  on_output: Callable[[str], None] | None = None,
-                 on_begin: Callable[[int], None] | None = None, tail_lines: int = 25):
+                 on_begin: Callable[[int], str | None] | None = None, tail_lines: int = 25):
         self.script = script
         self.log = log
         self.on_output = on_output
@@ -83,7 +83,7 @@ class ScriptRun:
     def _line(self, line: str, log, result: ScriptResult) -> None:
         if MARK in line:
             for event in _MARKER.findall(line):
-                self._event(event.split(), result)
+                self._event(event.split(), result, log)
             line = _MARKER.sub("", line)
             if not line.strip():
                 return
@@ -93,11 +93,12 @@ class ScriptRun:
         if self.on_output:
             self.on_output(line.rstrip("\n"))
 
-    def _event(self, fields: list[str], result: ScriptResult) -> None:
+    def _event(self, fields: list[str], result: ScriptResult, log) -> None:
         if fields[:1] == ["begin"] and len(fields) == 2:
             self.tail.clear()
-            if self.on_begin:
-                self.on_begin(int(fields[1]))
+            header = self.on_begin(int(fields[1])) if self.on_begin else None
+            if header:
+                log.write(header.encode())
         elif fields[:1] == ["fail"] and len(fields) == 4:
             result.failed_micro, result.failed_cmd, result.command_status = map(int, fields[1:])
 
