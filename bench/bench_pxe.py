@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench.timing import verdict
+from bench.vms import built_iso, vcluster
 from boot import vstage, vstate
 from boot.vstate import ClusterState
 
@@ -34,18 +35,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 NETBOOT_TARGET = 1.5
 CONCURRENT_TARGET = 2.0
 NODE_MEM = "1536"
-
-
-def _iso() -> Path:
-    iso = Path(os.environ.get("OAR_LIVE_ISO", PROJECT / "out" / "oar-live.iso"))
-    if not iso.is_file():
-        raise RuntimeError(f"{iso}: no ISO; run `make iso` or set OAR_LIVE_ISO")
-    return iso
-
-
-def _vcluster(state_dir: Path, *args: str, timeout: float = 2400) -> None:
-    argv = [sys.executable, "-m", "boot.vcluster", "--state-dir", str(state_dir), *args]
-    subprocess.run(argv, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
 
 
 def _log(state: ClusterState, name: str) -> str:
@@ -87,7 +76,7 @@ def _cluster(iso: Path, nodes: int, work: Path, pxe: bool) -> tuple[Path, Cluste
     """`oar-vcluster up` (with --pxe or not) until `nodes` nodes are Alive."""
     state_dir = work / ("pxe" if pxe else "iso")
     args = ["up", "--iso", str(iso), "--nodes", str(nodes), "--mem", NODE_MEM]
-    _vcluster(state_dir, *args, *(["--pxe"] if pxe else []))
+    vcluster(state_dir, *args, *(["--pxe"] if pxe else []), timeout=2400)
     state = vstate.load(state_dir)
     if state is None:
         raise RuntimeError(f"no cluster state in {state_dir}")
@@ -95,7 +84,7 @@ def _cluster(iso: Path, nodes: int, work: Path, pxe: bool) -> tuple[Path, Cluste
 
 
 def run() -> dict:
-    iso = _iso()
+    iso = built_iso()
     nodes = int(os.environ.get("OAR_BENCH_PXE_NODES", "4"))
     iso_nodes = int(os.environ.get("OAR_BENCH_ISO_NODES", str(nodes)))
     figures: dict = {"nodes": nodes, "iso_cluster_nodes": iso_nodes}

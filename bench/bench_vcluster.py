@@ -13,14 +13,12 @@ The ISO: $OAR_LIVE_ISO, else out/oar-live.iso (`make iso`).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.vms import built_iso, vcluster
 from boot import vstate
 from boot.qemu import VM, VMSpec
 from boot.vcluster import TCG, extract_boot_files
@@ -30,18 +28,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 AGENT_READY = re.compile(r"^\s*ready in (\d+) s", re.M)
 PER_NODE_TARGET = 0.5
 AGENT_TARGET_S = 3.0
-
-
-def _iso() -> Path:
-    iso = Path(os.environ.get("OAR_LIVE_ISO", PROJECT / "out" / "oar-live.iso"))
-    if not iso.is_file():
-        raise RuntimeError(f"{iso}: no ISO; run `make iso` or set OAR_LIVE_ISO")
-    return iso
-
-
-def _vcluster(state_dir: Path, *args: str, timeout: float = 1200) -> None:
-    argv = [sys.executable, "-m", "boot.vcluster", "--state-dir", str(state_dir), *args]
-    subprocess.run(argv, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
 
 
 def _solo(iso: Path, work: Path) -> float:
@@ -61,7 +47,7 @@ def _up(iso: Path, nodes: int, work: Path, reboot_for_agent: bool = False) -> tu
     started = time.monotonic()
     agent = -1
     try:
-        _vcluster(state_dir, "up", "--iso", str(iso), "--nodes", str(nodes), "--accel", "tcg")
+        vcluster(state_dir, "up", "--iso", str(iso), "--nodes", str(nodes), "--accel", "tcg")
         elapsed = time.monotonic() - started
         if reboot_for_agent:
             state = vstate.load(state_dir)
@@ -78,11 +64,11 @@ def _up(iso: Path, nodes: int, work: Path, reboot_for_agent: bool = False) -> tu
                 time.sleep(2)
         return elapsed, agent
     finally:
-        _vcluster(state_dir, "down")
+        vcluster(state_dir, "down")
 
 
 def run() -> dict:
-    iso = _iso()
+    iso = built_iso()
     with tempfile.TemporaryDirectory(prefix="bench-vcluster-") as tmp:
         work = Path(tmp)
         solo = _solo(iso, work)
