@@ -16,7 +16,10 @@ TEST_DEBS = $(BUILD_DEBS) qemu-system-x86 ovmf ipxe-qemu dnsmasq-base pxelinux i
 	postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl \
 	busybox curl ipxe openssh-client
 
-.PHONY: iso test unit lint bench host-build-deps host-test-deps venv clean
+# The benchmarks also build Debian's live-build ISO of the same packages, for comparison.
+BENCH_DEBS = $(TEST_DEBS) live-build
+
+.PHONY: iso test unit lint bench host-build-deps host-test-deps host-bench-deps venv clean
 
 define apt_missing
 	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -32,6 +35,9 @@ host-build-deps:
 
 host-test-deps:
 	$(call apt_missing,$(TEST_DEBS))
+
+host-bench-deps:
+	$(call apt_missing,$(BENCH_DEBS))
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +62,7 @@ unit: venv
 lint: venv
 	$(VENV)/bin/ruff check builder autoconf boot tests bench
 
-bench: host-test-deps venv
+bench: host-bench-deps venv
 	$(VENV)/bin/python -m bench
 
 clean:
