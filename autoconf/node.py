@@ -15,10 +15,7 @@ Every file is written through a root prefix and every command goes through autoc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import pwd
 import re
 import signal
 import socket
@@ -32,7 +29,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
-from autoconf import discover, etchosts, proc
+from autoconf import discover, etchosts, oarconf, proc
 from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
 from autoconf.detect import Detection, cluster_address
 from autoconf.files import write_if_changed
@@ -238,13 +235,10 @@ def install_oar_conf(text: str, root: Path) -> bool:
     It holds the database passwords: a new file gets Debian's 0600 owned by user oar (OAR's
     setuid tools read it as oar); an existing one keeps its mode and owner.
     """
-    path = root / OAR_CONF
-    new = not path.exists()
-    changed = write_if_changed(path, text if text.endswith("\n") else text + "\n", 0o600)
-    if new and root == Path("/") and os.geteuid() == 0:
-        with contextlib.suppress(KeyError):
-            os.chown(path, pwd.getpwnam("oar").pw_uid, -1)
-    return changed
+    try:
+        return oarconf.write_oar_conf(text if text.endswith("\n") else text + "\n", root)
+    except oarconf.OarConfError as exc:
+        raise NodeError(str(exc)) from None
 
 
 def hosts_entries(text: str) -> dict[str, str]:

@@ -78,15 +78,21 @@ class FakeSystem:
         return any(call[: len(prefix)] == list(prefix) for call in self.calls)
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
+def server_root(tmp_path: Path,
+                hosts: str = "127.0.0.1 localhost\n127.0.1.1 oar-server debian\n") -> Path:
+    """A fake root holding what the server role reads: oar.conf's template, PostgreSQL, hosts."""
     (tmp_path / oarconf.TEMPLATE).parent.mkdir(parents=True)
     (tmp_path / oarconf.TEMPLATE).write_text(TEMPLATE)
     (tmp_path / "etc/postgresql/15/main/conf.d").mkdir(parents=True)
     (tmp_path / "etc/postgresql/15/main/pg_hba.conf").write_text(HBA)
-    (tmp_path / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 oar-server debian\n")
+    (tmp_path / "etc/hosts").write_text(hosts)
     (tmp_path / "etc/hostname").write_text("debian\n")
     return tmp_path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return server_root(tmp_path)
 
 
 def server_detection(address: str = "10.0.0.1/24") -> Detection:

@@ -622,18 +622,10 @@ def test_vcluster_pxe_netboots_the_nodes_from_a_server_with_oar_pxe(tmp_path):
 
 
 def server_root(tmp_path: Path) -> Path:
-    """What the server role reads (as in tests/autoconf/test_server.py)."""
-    from autoconf import oarconf
-    from tests.autoconf.test_oarconf import TEMPLATE
-    from tests.autoconf.test_server import HBA
+    """What the server role reads, as tests/autoconf/test_server.py builds it."""
+    from tests.autoconf.test_server import server_root as autoconf_server_root
 
-    (tmp_path / oarconf.TEMPLATE).parent.mkdir(parents=True)
-    (tmp_path / oarconf.TEMPLATE).write_text(TEMPLATE)
-    (tmp_path / "etc/postgresql/15/main/conf.d").mkdir(parents=True)
-    (tmp_path / "etc/postgresql/15/main/pg_hba.conf").write_text(HBA)
-    (tmp_path / "etc/hosts").write_text("127.0.0.1 localhost\n")
-    (tmp_path / "etc/hostname").write_text("debian\n")
-    return tmp_path
+    return autoconf_server_root(tmp_path, hosts="127.0.0.1 localhost\n")
 
 
 def test_server_role_with_oar_pxe_serves_netboot_for_its_address(tmp_path, monkeypatch, capsys):
