@@ -76,11 +76,12 @@ class Workspace:
         self._lock = None
 
     def open(self) -> None:
+        # Overlay mount options are separated by ',' and ':': check before creating anything.
+        if any(ch in str(self.dir) for ch in ",:"):
+            raise RecipeError(f"work directory '{self.dir}' may not contain ',' or ':'")
         for d in (self.dir, self.rootfs, self.base, self.layers, self.overlay_work, self.env,
                   self.scripts):
             d.mkdir(parents=True, exist_ok=True)
-        if any(ch in str(self.dir) for ch in ",:"):
-            raise RecipeError(f"work directory '{self.dir}' may not contain ',' or ':'")
         self._lock = (self.dir / ".lock").open("w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
