@@ -231,8 +231,9 @@ def wait_ready(state: ClusterState, password: str, timeout: float, started: floa
         now = time.monotonic()
         stages = {}
         for m in state.machines:
-            if not vstate.is_ours(m.pid, state.state_dir):
-                raise VClusterError(f"{m.name}: qemu stopped:\n" + _tail(
+            ended = _ended(m.pid, state.state_dir)
+            if ended is not None:
+                raise VClusterError(f"{m.name}: qemu stopped ({ended}):\n" + _tail(
                     state.state_dir / f"{m.name}.qemu.log") + "\n" + _excerpt(state, m))
             p = vstage.progress(_log(state, m), m.role)
             stage, detail = p.stage, p.detail
@@ -263,6 +264,26 @@ def wait_ready(state: ClusterState, password: str, timeout: float, started: floa
                 + ", ".join(f"{m.name} ({stages[m.name]})" for m in late) + "\n"
                 + "\n".join(f"--- {m.name}:\n{_excerpt(state, m)}" for m in late))
         time.sleep(2)
+
+
+def _ended(pid: int | None, state_dir: Path) -> str | None:
+    """How a VM's process ended, or None while it runs.
+
+    The launcher started it, so waitpid answers for sure, even in the instant when
+    `ip netns exec` turns into qemu and /proc/PID/cmdline reads empty. A process the launcher
+    did not start (or already reaped) is judged by its command line.
+    """
+    if pid is None:
+        return "never started"
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None if vstate.is_ours(pid, state_dir) else "no longer running"
+    if done == 0:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _log(state: ClusterState, m: Machine) -> str:

@@ -180,6 +180,33 @@ def test_processes_are_ours_by_program_and_state_dir_not_by_pid_alone(tmp_path):
     assert not vstate.is_ours(99, state_dir, proc) and not vstate.is_ours(None, state_dir, proc)
 
 
+@pytest.mark.spawns
+def test_the_launcher_judges_its_own_vms_by_waitpid_not_by_their_command_line(tmp_path):
+    # A VM's command line reads empty in the instant `ip netns exec` becomes qemu: the
+    # launcher, their parent, must not take that for a VM that stopped.
+    import subprocess
+
+    running = subprocess.Popen(["sleep", "30"])  # not a qemu by its command line
+    failed = subprocess.Popen(["sh", "-c", "exit 3"])
+    killed = subprocess.Popen(["sleep", "30"])
+    try:
+        killed.kill()
+        failed.wait(), killed.wait()  # reaped here: only the command line is left to judge
+        assert vcluster._ended(running.pid, tmp_path) is None
+        assert vcluster._ended(failed.pid, tmp_path) == "no longer running"
+        again = subprocess.Popen(["sh", "-c", "exit 3"])
+        os.waitid(os.P_PID, again.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+        assert vcluster._ended(again.pid, tmp_path) == "exit status 3"
+        signalled = subprocess.Popen(["sleep", "30"])
+        signalled.send_signal(signal.SIGKILL)
+        os.waitid(os.P_PID, signalled.pid, os.WEXITED | os.WNOWAIT)
+        assert vcluster._ended(signalled.pid, tmp_path) == f"killed by signal {signal.SIGKILL}"
+        assert vcluster._ended(None, tmp_path) == "never started"
+    finally:
+        running.kill()
+        running.wait()
+
+
 def test_stopping_terminates_then_kills_what_stays():
     alive = {1, 2}
     sent = []
