@@ -41,7 +41,8 @@ import yaml
 from autoconf.proc import CommandError
 from bench.timing import verdict
 from boot.qemu import VM, VMError, VMSpec
-from boot.vcluster import TCG, extract_boot_files
+from boot.vcluster import TCG
+from boot.vplan import extract_boot_files
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"

@@ -21,7 +21,8 @@ from pathlib import Path
 from bench.vms import built_iso, vcluster
 from boot import vstate
 from boot.qemu import VM, VMSpec
-from boot.vcluster import TCG, extract_boot_files
+from boot.vcluster import TCG
+from boot.vplan import extract_boot_files
 from boot.vremote import Remote
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,9 @@
     oar-vcluster status | run -- CMD... | reboot VM | down [--keep-logs] | demo --iso ... --nodes N
 
 `up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
-the server by its beacon) from the ISO's kernel and initrd with the kernel line set per VM, the
-ISO as their CD (live-boot finds the squashfs there), on a private LAN (boot.vnet). It shows
+the server by its beacon) from the ISO's kernel and initrd with the kernel line set per VM
+(boot.vplan), the ISO as their CD (live-boot finds the squashfs there), on a private LAN
+(boot.vnet). It shows
 each VM's stage from its serial log (boot.vstage) and the server's `oar-autoconf status`, and
 returns once N nodes are Alive, or fails with the log lines that explain why. Everything it
 makes is recorded in the state directory (boot.vstate) so `down` removes it all, also after a
@@ -29,9 +30,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from autoconf.proc import CommandError, run
+from autoconf.proc import CommandError
 from boot import vnet, vstage, vstate
-from boot.qemu import VMSpec
+from boot.vplan import (
+    VClusterError,
+    extract_boot_files,
+    kernel_cmdline,
+    plan_machines,
+    vm_spec,
+)
 from boot.vremote import Remote, RemoteError
 from boot.vstage import Stage
 from boot.vstate import ClusterState, Machine
@@ -40,83 +47,6 @@ TCG = "tcg,tb-size=256"
 KVM_PROBE_SECONDS = 8.0  # a working KVM prints the kernel banner in well under a second
 STATUS_POLL_SECONDS = 15.0  # each status costs the server a few OAR commands under emulation
 DEMO_JOB = 'for h in $(sort -u "$OAR_NODEFILE"); do oarsh "$h" hostname; done'
-
-
-class VClusterError(Exception):
-    """A sentence for the user: what went wrong and, where useful, what to do."""
-
-
-# ---- from the ISO to a kernel line per VM -------------------------------------------------------
-
-
-def base_cmdline(isolinux_cfg: str) -> str:
-    """The live system's own kernel keys, from the ISO's first `boot=live` menu entry.
-
-    What the menus add per entry (initrd=, console=, oar.*) is left out: the launcher sets it.
-    """
-    for line in isolinux_cfg.splitlines():
-        words = line.split()
-        if words and words[0].lower() == "append" and "boot=live" in words:
-            keep = [w for w in words[1:] if not w.startswith(("initrd=", "console=", "oar."))]
-            return " ".join(keep)
-    raise VClusterError("the ISO's isolinux.cfg has no `boot=live` entry: is it an OAR Live ISO?")
-
-
-def kernel_cmdline(base: str, machine: Machine, nbmin: int, pxe: bool = False) -> str:
-    """One VM's kernel line: the role pre-answered, nothing asked, console on the serial log."""
-    keys = [base, "console=ttyS0,115200n8", f"oar.role={machine.role}", "oar.timeout=0",
-            "oar.keymap=us"]
-    if machine.role == "server":
-        keys.append(f"oar.nbmin={nbmin}")
-        if pxe:
-            keys.append("oar.pxe=1")
-    return " ".join(keys)
-
-
-def extract_boot_files(iso: Path, dest: Path) -> tuple[Path, Path, str]:
-    """vmlinuz, initrd and the base kernel line out of the ISO (xorriso, no mount)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    kernel, initrd, menu = dest / "vmlinuz", dest / "initrd.img", dest / "isolinux.cfg"
-    if not (kernel.exists() and initrd.exists() and menu.exists()):
-        run(["xorriso", "-osirrox", "on", "-indev", iso,
-             "-extract", "/live/vmlinuz", kernel, "-extract", "/live/initrd.img", initrd,
-             "-extract", "/isolinux/isolinux.cfg", menu])  # fmt: skip
-    return kernel, initrd, base_cmdline(menu.read_text())
-
-
-def plan_machines(nodes: int, smp: list[int], mem: list[int], server_smp: int,
-                  server_mem: int) -> tuple[Machine, ...]:
-    """The server (index 0) and nodes 1..N; the CPU and memory lists repeat their last value."""
-    if nodes < 1:
-        raise VClusterError("--nodes must be at least 1")
-
-    def pick(values: list[int], i: int) -> int:
-        return values[min(i, len(values) - 1)]
-
-    machines = [Machine("server", "server", 0, server_smp, server_mem, vnet.mac_address(0),
-                        vnet.ip_address(0))]
-    for i in range(1, nodes + 1):
-        machines.append(Machine(f"node-{i}", "node", i, pick(smp, i - 1), pick(mem, i - 1),
-                                vnet.mac_address(i), vnet.ip_address(i)))
-    return tuple(machines)
-
-
-def vm_spec(state: ClusterState, machine: Machine, kernel: Path, initrd: Path,
-            append: str, netboot: bool = False) -> VMSpec:
-    if netboot:  # a diskless machine: its NIC's boot ROM asks the network
-        return VMSpec(
-            machine.name, state.state_dir, netboot=True, memory_mib=machine.memory_mib,
-            cpus=machine.cpus, accel=state.accel,
-            netdevs=((f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no",
-                      f"virtio-net-pci,netdev=n0,mac={machine.mac}"),),
-        )  # fmt: skip
-    return VMSpec(
-        machine.name, state.state_dir, kernel=kernel, initrd=initrd, append=append,
-        memory_mib=machine.memory_mib, cpus=machine.cpus, accel=state.accel,
-        netdevs=((f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no",
-                  f"virtio-net-pci,netdev=n0,mac={machine.mac}"),),
-        extra_args=("-drive", f"file={state.iso},media=cdrom,readonly=on"),
-    )  # fmt: skip
 
 
 # ---- processes ------------------------------------------------------------------------------

@@ -599,16 +599,16 @@ def test_beside_a_site_dhcp_server_the_service_is_a_proxy(lan, work):
 
 
 def test_vcluster_pxe_netboots_the_nodes_from_a_server_with_oar_pxe(tmp_path):
-    from boot import vcluster, vnet
+    from boot import vnet, vplan
     from boot.vstate import ClusterState
 
-    machines = vcluster.plan_machines(2, [1], [1536], 1, 1024)
+    machines = vplan.plan_machines(2, [1], [1536], 1, 1024)
     server, node = machines[0], machines[1]
-    assert "oar.pxe=1" in vcluster.kernel_cmdline("boot=live", server, 2, pxe=True)
-    assert "oar.pxe" not in vcluster.kernel_cmdline("boot=live", server, 2)
+    assert "oar.pxe=1" in vplan.kernel_cmdline("boot=live", server, 2, pxe=True)
+    assert "oar.pxe" not in vplan.kernel_cmdline("boot=live", server, 2)
     state = ClusterState(tmp_path, "oarvc-test", iso=str(tmp_path / "x.iso"), accel="tcg",
                          machines=machines)
-    argv = vcluster.vm_spec(state, node, tmp_path / "k", tmp_path / "i", "", netboot=True).argv()
+    argv = vplan.vm_spec(state, node, tmp_path / "k", tmp_path / "i", "", netboot=True).argv()
     assert argv[argv.index("-boot") + 1].startswith("order=n,")
     assert "-kernel" not in argv and "-cdrom" not in argv and "media=cdrom" not in " ".join(argv)
     assert f"mac={node.mac}" in " ".join(argv)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from boot import vcluster, vnet, vstage, vstate
+from boot import vcluster, vnet, vplan, vstage, vstate
 from boot.vremote import Remote
 from boot.vstage import Stage
 from boot.vstate import ClusterState, Machine
@@ -46,7 +46,7 @@ or beacon); boot with oar.server=IP; oar-live-node keeps looking meanwhile
 
 
 def machines(tmp_path: Path) -> ClusterState:
-    plan = vcluster.plan_machines(2, [1, 2], [1024], 1, 2048)
+    plan = vplan.plan_machines(2, [1, 2], [1024], 1, 2048)
     return ClusterState(tmp_path, "oarvc-0123abcd", iso="/x/oar-live.iso", accel=vcluster.TCG,
                         nbmin=2, machines=plan)
 
@@ -59,18 +59,18 @@ def option_values(argv, option):
 
 
 def test_the_live_keys_come_from_the_iso_menu_without_what_the_entries_add():
-    assert vcluster.base_cmdline(ISOLINUX_CFG) == "boot=live systemd.unified_cgroup_hierarchy=0"
+    assert vplan.base_cmdline(ISOLINUX_CFG) == "boot=live systemd.unified_cgroup_hierarchy=0"
 
 
 def test_an_iso_without_a_live_entry_is_refused_in_a_sentence():
-    with pytest.raises(vcluster.VClusterError, match="no `boot=live` entry"):
-        vcluster.base_cmdline("DEFAULT x\nLABEL x\n  APPEND root=/dev/sda1\n")
+    with pytest.raises(vplan.VClusterError, match="no `boot=live` entry"):
+        vplan.base_cmdline("DEFAULT x\nLABEL x\n  APPEND root=/dev/sda1\n")
 
 
 def test_the_server_waits_for_n_nodes_and_nothing_ever_prompts(tmp_path):
     state = machines(tmp_path)
-    server = vcluster.kernel_cmdline("boot=live", state.server, 2).split()
-    node = vcluster.kernel_cmdline("boot=live", state.nodes[0], 2).split()
+    server = vplan.kernel_cmdline("boot=live", state.server, 2).split()
+    node = vplan.kernel_cmdline("boot=live", state.nodes[0], 2).split()
     assert server[0] == "boot=live" and server[-1] == "oar.nbmin=2"
     assert {"oar.role=server", "oar.timeout=0", "oar.keymap=us"} <= set(server)
     assert "console=ttyS0,115200n8" in server  # the agent's lines reach the serial log
@@ -78,7 +78,7 @@ def test_the_server_waits_for_n_nodes_and_nothing_ever_prompts(tmp_path):
 
 
 def test_cpu_and_memory_lists_apply_in_order_and_repeat_their_last_value():
-    plan = vcluster.plan_machines(3, [1, 2], [512, 768], 2, 2048)
+    plan = vplan.plan_machines(3, [1, 2], [512, 768], 2, 2048)
     assert [(m.name, m.cpus, m.memory_mib) for m in plan] == [
         ("server", 2, 2048), ("node-1", 1, 512), ("node-2", 2, 768), ("node-3", 2, 768)]
     assert len({m.mac for m in plan}) == 4 and len({m.address for m in plan}) == 4
@@ -87,8 +87,8 @@ def test_cpu_and_memory_lists_apply_in_order_and_repeat_their_last_value():
 
 
 def test_a_cluster_needs_a_node():
-    with pytest.raises(vcluster.VClusterError, match="at least 1"):
-        vcluster.plan_machines(0, [1], [1024], 1, 1024)
+    with pytest.raises(vplan.VClusterError, match="at least 1"):
+        vplan.plan_machines(0, [1], [1024], 1, 1024)
 
 
 def test_the_cpu_list_option_rejects_what_is_not_a_count():
@@ -104,7 +104,7 @@ def test_the_cpu_list_option_rejects_what_is_not_a_count():
 def test_each_vm_boots_the_iso_kernel_on_its_tap_with_its_own_mac(tmp_path):
     state = machines(tmp_path)
     node = state.nodes[1]
-    spec = vcluster.vm_spec(state, node, Path("/k/vmlinuz"), Path("/k/initrd.img"), "boot=live x")
+    spec = vplan.vm_spec(state, node, Path("/k/vmlinuz"), Path("/k/initrd.img"), "boot=live x")
     argv = spec.argv()
     assert option_values(argv, "-kernel") == ["/k/vmlinuz"]
     assert option_values(argv, "-initrd") == ["/k/initrd.img"]
