@@ -7,11 +7,10 @@
 `up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
 the server by its beacon) from the ISO's kernel and initrd with the kernel line set per VM
 (boot.vplan), the ISO as their CD (live-boot finds the squashfs there), on a private LAN
-(boot.vnet). It shows
-each VM's stage from its serial log (boot.vstage) and the server's `oar-autoconf status`, and
-returns once N nodes are Alive, or fails with the log lines that explain why. Everything it
-makes is recorded in the state directory (boot.vstate) so `down` removes it all, also after a
-crash. Needs root (network namespace, taps), qemu, dnsmasq and ssh.
+(boot.vnet). It shows each VM's stage from its serial log (boot.vstage) and the server's
+`oar-autoconf status`, and returns once N nodes are Alive, or fails with the log lines that
+explain why. Everything it makes is recorded in the state directory (boot.vstate) so `down`
+removes it all, also after a crash. Needs root (network namespace, taps), qemu, dnsmasq and ssh.
 
 `--pxe`: the nodes have no CD and no kernel: they netboot (`-boot n`, Debian's ipxe-qemu ROM)
 from the server, which boots with `oar.pxe=1` (boot.pxe). `authoritative` (the default): the
