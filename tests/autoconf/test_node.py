@@ -23,6 +23,7 @@ from types import MappingProxyType
 import pytest
 
 from autoconf import node, proc
+from autoconf.client import RegistryClient
 from autoconf.config import Config, Role, write_config
 from autoconf.detect import Cpu, Detection, Interface
 from autoconf.discover import Server, Source
@@ -320,7 +321,7 @@ class FakeClock:
 def test_registration_retries_with_backoff_while_the_server_is_not_ready(registry, capsys):
     registry.fail_next = [503, 503, 500]
     clock = FakeClock()
-    client = node.RegistryClient(f"http://{registry.address}", TOKEN)
+    client = RegistryClient(f"http://{registry.address}", TOKEN)
     registration = node.register(client, DETECTION, "127.0.0.1", 60, clock.sleep, clock)
     assert registration.hostname == HOST
     assert len(registry.registrations) == 4
@@ -333,7 +334,7 @@ def test_registration_gives_up_at_the_deadline_when_nobody_answers(registry, cap
     registry.http.shutdown()
     registry.http.server_close()  # nothing listens there any more: connection refused
     clock = FakeClock()
-    client = node.RegistryClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2)
+    client = RegistryClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2)
     with pytest.raises(node.NodeError, match=r"could not register .* within 30 s: no answer"):
         node.register(client, DETECTION, "127.0.0.1", 30, clock.sleep, clock)
     assert sum(clock.sleeps) == pytest.approx(30)
