@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from autoconf import keyboard
+from autoconf import keyboard, timing
 from autoconf.config import Config, Role, Source, load_config, write_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
 from autoconf.proc import CommandError
@@ -190,18 +190,25 @@ def boot(console: Console) -> int:
         write_config(config, console.root)
         console.say("OAR Live: oar.autoconf=0: automatic configuration is off")
         return 0
+    timing.BOOT.clear()
     try:
-        config = keyboard_layout(config, console)
-        config = choose_role(config, console)
-        config = resolve_auto_role(config, console)
-        found = detection(config, console)
+        with timing.step("keyboard"):
+            config = keyboard_layout(config, console)
+        with timing.step("role question"):
+            config = choose_role(config, console)
+        with timing.step("role auto"):
+            config = resolve_auto_role(config, console)
+        with timing.step("detection"):
+            found = detection(config, console)
         write_config(config, console.root)  # the role actions' services read it
         hostname = role_actions(config, found, console)
     except StepFailed as exc:
         console.say(f"OAR Live: error: {exc}")
+        console.say(f"OAR Live: steps: {timing.BOOT.line()}")
         console.say("OAR Live: see `journalctl -u oar-autoconf` and `oar-autoconf status`")
         return 1
     summary(config, found, hostname, console)
+    console.say(f"  {'steps':<10} {timing.BOOT.line()}")
     console.say(f"  ready in {time.monotonic() - started:.0f} s")
     return 0
 

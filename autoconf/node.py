@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autoconf import discover, etchosts, oarconf, proc
+from autoconf import discover, etchosts, oarconf, proc, timing
 from autoconf.client import Registration, RegistryClient, RegistryError, Unreachable
 from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
 from autoconf.detect import Detection, cluster_address
@@ -241,7 +241,8 @@ def handle(
     find: Callable[..., discover.Server | None] = discover.find_server,
 ) -> str:
     """Join the cluster; returns this machine's hostname. NodeError when it cannot."""
-    server = find(config, root)
+    with timing.step("find server"):
+        server = find(config, root)
     write_state(root, server, detection, None)
     if server is None:
         proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
@@ -252,20 +253,25 @@ def handle(
     address = node_address(config, detection, server)
     say(f"registering {detection.hostname} ({address}) with {server.address}")
     try:
-        registration = register(client, detection, address, deadline)
+        with timing.step("register"):
+            registration = register(client, detection, address, deadline)
     except NodeError:
         proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
         raise
     say(f"registered as {registration.hostname} with {registration.resources} resources "
         f"({'new or changed' if registration.changed else 'unchanged'}); "
         f"server {registration.server_hostname}")
-    write_state(root, server, detection, registration.hostname)
-    changed = apply_registration(registration, root)
-    if ensure_oar_ssh_host_key(root):
-        changed.append("oar-node host key")
+    with timing.step("configure"):
+        write_state(root, server, detection, registration.hostname)
+        changed = apply_registration(registration, root)
+        if ensure_oar_ssh_host_key(root):
+            changed.append("oar-node host key")
     say("configured: " + (", ".join(changed) if changed else "nothing to change"))
-    proc.run(["systemctl", "restart" if "oar-node host key" in changed else "start", "oar-node"])
-    state = wait_alive(client, registration.hostname, alive_deadline)
+    with timing.step("oar-node"):
+        proc.run(["systemctl", "restart" if "oar-node host key" in changed else "start",
+                  "oar-node"])
+    with timing.step("Alive"):
+        state = wait_alive(client, registration.hostname, alive_deadline)
     if state == "Alive":
         say(f"{registration.hostname} is Alive in OAR")
     else:

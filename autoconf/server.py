@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoconf import etchosts, oarconf, proc
+from autoconf import etchosts, oarconf, proc, timing
 from autoconf.files import write_if_changed
 from autoconf.registration import SERVER_STATE, ServerState
 
@@ -72,6 +72,14 @@ def say(step: str, changed: bool, detail: str = "") -> None:
     """One console line per step: what it is and whether it changed anything."""
     state = "changed" if changed else "unchanged"
     print(f"  server: {step:<28} {state}{f' ({detail})' if detail else ''}", flush=True)
+
+
+def _step(name: str, ensure: Callable[[], bool], detail: str = "") -> bool:
+    """Run one check-then-act step, timed for the summary; say whether it changed anything."""
+    with timing.step(name):
+        changed = ensure()
+    say(name, changed, detail)
+    return changed
 
 
 def server_host(config: Any, detection: Any) -> ServerHost:
@@ -322,18 +330,19 @@ def handle(config: Any, detection: Any, root: Path = Path("/"), run: Runner = pr
     if not re.match(r"^[a-z0-9-]+$", host.hostname):
         raise ServerError(f"invalid server hostname {host.hostname!r}")
     try:
-        say("hostname", ensure_hostname(host, root, run), host.hostname)
-        say("/etc/hosts", ensure_hosts(host, root), f"{host.address} {host.hostname}")
-        say("postgresql", ensure_postgresql(host, root, run), f"listening on {host.address}")
-        conf_changed = ensure_oar_conf(host, root)
-        say("oar.conf", conf_changed)
-        say("oar database", ensure_database(run))
-        say("oar-server", ensure_oar_server(root, run, restart=conf_changed))
-        say("resource properties", ensure_properties(run))
-        say("registration service", ensure_registry(host, detection, root, run),
-            f"{host.address}:6680")  # fmt: skip
+        _step("hostname", lambda: ensure_hostname(host, root, run), host.hostname)
+        _step("/etc/hosts", lambda: ensure_hosts(host, root), f"{host.address} {host.hostname}")
+        _step("postgresql", lambda: ensure_postgresql(host, root, run),
+              f"listening on {host.address}")
+        conf_changed = _step("oar.conf", lambda: ensure_oar_conf(host, root))
+        _step("oar database", lambda: ensure_database(run))
+        _step("oar-server", lambda: ensure_oar_server(root, run, restart=conf_changed))
+        _step("resource properties", lambda: ensure_properties(run))
+        _step("registration service", lambda: ensure_registry(host, detection, root, run),
+              f"{host.address}:6680")
         if netboot is not None:
-            _start_netboot(netboot, host, config, root, run)
+            with timing.step("netboot service"):
+                _start_netboot(netboot, host, config, root, run)
     except (proc.CommandError, oarconf.OarConfError, OSError) as exc:
         raise ServerError(f"server role: {exc}") from None
     return host.hostname

@@ -4,12 +4,14 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import threading
 import time
 
 import pytest
 
+from autoconf import timing
 from autoconf.agent import Console, boot
 from autoconf.config import Role, read_config
 from autoconf.keyboard import KeyboardResult
@@ -127,6 +129,26 @@ def test_a_failing_role_is_one_sentence_and_exit_1(tmp_path):
     screen = out.getvalue()
     assert "error: the server role failed: oar-database --check failed (exit 1)" in screen
     assert "Traceback" not in screen
+
+
+def test_the_summary_says_which_step_took_the_time(tmp_path):
+    class SlowRegistration(Roles):
+        def node(self, config, detection):
+            with timing.step("register"):
+                time.sleep(0.2)
+            return super().node(config, detection)
+
+    console, out = make_console(tmp_path, "oar.role=node oar.server=10.0.0.1 oar.timeout=0",
+                                SlowRegistration())
+    assert boot(console) == 0
+    steps = [line for line in out.getvalue().splitlines() if line.startswith("  steps")]
+    assert len(steps) == 1 and re.search(r"register 0\.[2-9] s", steps[0]), steps
+
+
+def test_a_failed_boot_shows_the_steps_it_went_through(tmp_path):
+    console, out = make_console(tmp_path, "oar.role=server oar.timeout=0", Roles(fail="server"))
+    assert boot(console) == 1
+    assert "OAR Live: steps: " in out.getvalue()
 
 
 def test_a_machine_that_cannot_be_described_stops_before_the_role(tmp_path):
