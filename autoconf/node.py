@@ -41,6 +41,7 @@ WATCH_UNIT = "oar-live-node.service"
 
 REGISTER_DEADLINE = 120.0  # at boot; after that the watcher keeps trying in the background
 ALIVE_DEADLINE = 60.0
+ALIVE_POLL = 0.5  # one psql read on the server per poll
 WATCH_INTERVAL = 15.0
 ABSENT_TIMEOUT = 20.0  # oarnodesetting at shutdown; with a poll in flight (WATCH_TIMEOUT) it fits
 # in the unit's TimeoutStopSec (45 s)
@@ -204,7 +205,7 @@ def wait_alive(client: RegistryClient, hostname: str, deadline: float,
             state = f"unknown ({exc})"
         if state == "Alive" or time.monotonic() >= give_up:
             return state
-        sleep(2.0)
+        sleep(ALIVE_POLL)
 
 
 # ---- state shared by handle() and the watcher ----------------------------------------------
@@ -249,6 +250,10 @@ def handle(
         raise NodeError("no OAR Live server found (no oar.server, DHCP next-server or beacon); "
                         "boot with oar.server=IP; oar-live-node keeps looking meanwhile")
     say(f"OAR server: {server.describe()}")
+    # oar-node (its own sshd, which the server uses to reach jobs) needs nothing from the
+    # registration: it starts while the server registers this machine.
+    new_key = ensure_oar_ssh_host_key(root)
+    proc.run(["systemctl", "restart" if new_key else "start", "--no-block", "oar-node"])
     client = RegistryClient(server.url, config.token)
     address = node_address(config, detection, server)
     say(f"registering {detection.hostname} ({address}) with {server.address}")
@@ -263,13 +268,10 @@ def handle(
         f"server {registration.server_hostname}")
     with timing.step("configure"):
         write_state(root, server, detection, registration.hostname)
-        changed = apply_registration(registration, root)
-        if ensure_oar_ssh_host_key(root):
-            changed.append("oar-node host key")
+        changed = apply_registration(registration, root) + (["oar-node host key"] * new_key)
     say("configured: " + (", ".join(changed) if changed else "nothing to change"))
     with timing.step("oar-node"):
-        proc.run(["systemctl", "restart" if "oar-node host key" in changed else "start",
-                  "oar-node"])
+        proc.run(["systemctl", "start", "oar-node"])  # returns once the start above is done
     with timing.step("Alive"):
         state = wait_alive(client, registration.hostname, alive_deadline)
     if state == "Alive":
@@ -287,8 +289,10 @@ class Watcher:
     """One poll at a time: keep the node registered and /etc/hosts current."""
 
     def __init__(self, config: Config, root: Path, state: Mapping[str, Any],
-                 port: int = REGISTRY_PORT, beacon_port: int = BEACON_PORT):
+                 port: int = REGISTRY_PORT, beacon_port: int = BEACON_PORT,
+                 interval: float = WATCH_INTERVAL):
         self.config = config
+        self.interval = interval
         self.root = root
         self.detection = Detection.from_json(state["detection"])
         self.hostname: str | None = state.get("hostname")
@@ -306,12 +310,13 @@ class Watcher:
         return RegistryClient(self.server.url, self.config.token, timeout=WATCH_TIMEOUT)
 
     def _report(self, problem: str) -> None:
-        if problem != self.last_problem:  # one line per change, not one per poll
+        if problem and problem != self.last_problem:  # one line per change, not one per poll
             say(problem)
         self.last_problem = problem
 
     def _register(self, client: RegistryClient) -> None:
         assert self.server is not None
+        again = "again " if self.hostname else ""
         registration = client.register(self.detection, node_address(self.config, self.detection,
                                                                     self.server))
         self.hostname = registration.hostname
@@ -319,12 +324,15 @@ class Watcher:
         changed = apply_registration(registration, self.root)
         if changed or ensure_oar_ssh_host_key(self.root):
             proc.run(["systemctl", "start", "oar-node"], check=False)
-        say(f"registered again as {registration.hostname}")
+        say(f"registered {again}as {registration.hostname}")
 
     def tick(self) -> None:
         if self.server is None:
+            # Listen for the beacon the whole poll interval: a server that comes up is heard
+            # within one beacon period, not at the next poll.
             self.server = discover.find_server(self.config, self.root, ask=False,
-                                               port=self.port, beacon_port=self.beacon_port)
+                                               port=self.port, beacon_port=self.beacon_port,
+                                               beacon_timeout=self.interval)
             if self.server is None:
                 self._report("still no OAR Live server on the network")
                 return
@@ -334,7 +342,8 @@ class Watcher:
             known = client.node(self.hostname) if self.hostname else None
             if known is None:
                 self._report(f"the server {self.server.address} does not know this node "
-                             "(it restarted?): registering again")
+                             "(it restarted?): registering again" if self.hostname else
+                             f"registering with the server {self.server.address}")
                 self._register(client)
             elif self.first and known.get("state") == "Absent":
                 self._report(f"{self.hostname} is Absent (watcher restarted): registering again")
@@ -370,7 +379,8 @@ def watch_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         config = read_config(args.root)
-        watcher = Watcher(config, args.root, read_state(args.root), args.port, args.beacon_port)
+        watcher = Watcher(config, args.root, read_state(args.root), args.port, args.beacon_port,
+                          args.interval)
     except (ConfigError, NodeError, ValueError, KeyError) as exc:
         print(f"oar-autoconf node-watch: {exc}", file=sys.stderr)
         return 1
@@ -378,13 +388,15 @@ def watch_main(argv: list[str]) -> int:
 
     def stop(signum: int, _frame: object) -> None:
         stopping.append(signum)
+        if watcher.server is None:  # listening for a server: nothing to mark, stop at once
+            raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     say(f"watching {watcher.hostname or 'this node'} every {args.interval:g} s")
     while not stopping:
+        next_tick = time.monotonic() + args.interval  # a tick that listened used its interval
         watcher.tick()
-        next_tick = time.monotonic() + args.interval
         while not stopping and time.monotonic() < next_tick:
             time.sleep(min(0.2, args.interval))
     watcher.mark_absent()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autoconf import proc
 from autoconf.oarconf import OAR_CONF, parse
@@ -25,6 +26,10 @@ _QUERY = (
     "SELECT coalesce(json_agg(r ORDER BY r.resource_id), '[]') FROM ("
     "SELECT resource_id, network_address, state, next_state, cpu, core, thread, cpuset, mem"
     " FROM resources) r"
+)
+_COLUMNS_QUERY = (
+    "SELECT coalesce(json_agg(column_name::text ORDER BY column_name), '[]')"
+    " FROM information_schema.columns WHERE table_name = 'resources'"
 )
 
 
@@ -84,8 +89,8 @@ class Oar:
             raise OarError(f"cannot read {self.conf}: {exc.strerror}") from None
         return values
 
-    def resources(self) -> list[OarResource]:
-        """Every resource OAR has, ordered by id."""
+    def _query(self, sql: str, what: str) -> Any:
+        """The JSON value `sql` selects, read as the read-only user; OarError naming `what`."""
         db = self._db()
         argv = [
             "psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
@@ -93,18 +98,35 @@ class Oar:
             "-p", db.get("DB_PORT", "5432"),
             "-U", db.get("DB_BASE_LOGIN_RO", "oar_ro"),
             "-d", db.get("DB_BASE_NAME", "oar"),
-            "-c", _QUERY,
+            "-c", sql,
         ]  # fmt: skip
         env = {"PGPASSWORD": db.get("DB_BASE_PASSWD_RO", ""), "PGCONNECT_TIMEOUT": "10"}
         try:
             result = self.run(argv, env=env, timeout=60)
         except proc.CommandError as exc:
-            raise OarError(f"cannot read OAR's resources: {exc}") from None
+            raise OarError(f"cannot read {what}: {exc}") from None
         try:
-            rows = json.loads(result.stdout)
-            return [OarResource.from_row(row) for row in rows]
-        except (ValueError, KeyError, TypeError) as exc:
+            return json.loads(result.stdout)
+        except ValueError as exc:
             raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+
+    def resources(self) -> list[OarResource]:
+        """Every resource OAR has, ordered by id."""
+        rows = self._query(_QUERY, "OAR's resources")
+        try:
+            return [OarResource.from_row(row) for row in rows]
+        except (KeyError, TypeError) as exc:
+            raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+
+    def columns(self) -> set[str]:
+        """The resources table's columns: OAR's own and the properties added with oarproperty.
+
+        A quick proof that the database exists and oar_ro can read it.
+        """
+        names = self._query(_COLUMNS_QUERY, "the columns of OAR's resources table")
+        if not isinstance(names, list) or "resource_id" not in names:
+            raise OarError("the OAR database has no resources table")
+        return {str(name) for name in names}
 
     def host_resources(self, host: str) -> list[OarResource]:
         return [r for r in self.resources() if r.host == host]

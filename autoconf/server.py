@@ -20,6 +20,8 @@ from typing import Any
 
 from autoconf import etchosts, oarconf, proc, timing
 from autoconf.files import write_if_changed
+from autoconf.oarconf import OAR_CONF
+from autoconf.oarstate import Oar, OarError
 from autoconf.registration import SERVER_STATE, ServerState
 
 __all__ = [
@@ -221,18 +223,35 @@ def ensure_oar_conf(host: ServerHost, root: Path = Path("/")) -> bool:
     return oarconf.write_oar_conf(text, root) or generated
 
 
-def ensure_database(run: Runner = proc.run) -> bool:
-    """The OAR database exists and is reachable: created only when `--check` fails."""
-    if run(["oar-database", "--check"], check=False, timeout=120).returncode == 0:
-        return False
+def _columns(run: Runner, root: Path) -> set[str] | None:
+    """The columns of OAR's resources table, None when oar_ro cannot read it."""
     try:
-        run(["oar-database", "--create", "--db-is-local"], timeout=600)
-    except proc.CommandError as exc:
-        raise ServerError(f"creating the OAR database failed: {exc}") from None
-    check = run(["oar-database", "--check"], check=False, timeout=120)
-    if check.returncode != 0:
-        raise ServerError(f"the OAR database is still not usable: {check.stdout.strip()}")
-    return True
+        return Oar(root / OAR_CONF, run).columns()
+    except OarError:
+        return None
+
+
+def ensure_database(run: Runner = proc.run, root: Path = Path("/")) -> bool:
+    """The OAR database exists, is reachable and has the resource properties nodes need.
+
+    Reading the resources table's columns as oar_ro (one psql call) proves the database the
+    image was built with and lists its properties; OAR's own `oar-database --check` (a Perl
+    process, 3 s under emulation) is asked only when that read fails, and `--create` only when
+    the check fails too.
+    """
+    columns = _columns(run, root)
+    created = False
+    if columns is None and run(["oar-database", "--check"], check=False,
+                               timeout=120).returncode != 0:
+        try:
+            run(["oar-database", "--create", "--db-is-local"], timeout=600)
+        except proc.CommandError as exc:
+            raise ServerError(f"creating the OAR database failed: {exc}") from None
+        check = run(["oar-database", "--check"], check=False, timeout=120)
+        if check.returncode != 0:
+            raise ServerError(f"the OAR database is still not usable: {check.stdout.strip()}")
+        created = True
+    return ensure_properties(run, root, columns) or created
 
 
 def ensure_oar_server(
@@ -257,10 +276,19 @@ def oar_server_running(root: Path = Path("/"), run: Runner = proc.run) -> bool:
     return run(argv, check=False, timeout=30).returncode == 0
 
 
-def ensure_properties(run: Runner = proc.run) -> bool:
-    """OAR has the resource properties cpu, core, thread, mem and host."""
-    listed = set(run(["oarproperty", "-l"], timeout=60).stdout.split())
-    missing = [name for name in PROPERTIES if name not in listed]
+def ensure_properties(run: Runner = proc.run, root: Path = Path("/"),
+                      present: set[str] | None = None) -> bool:
+    """OAR has the resource properties cpu, core, thread, mem and host.
+
+    The image is built with them; at boot one psql read checks (`oarproperty -l`, a Perl
+    process, only when oar_ro cannot read), and only missing ones are added with oarproperty.
+    `present`: the columns already read.
+    """
+    if present is None:
+        present = _columns(run, root)
+    if present is None:
+        present = set(run(["oarproperty", "-l"], timeout=60).stdout.split())
+    missing = [name for name in PROPERTIES if name not in present]
     for name in missing:
         run(["oarproperty", "-c", "-a", name] if name == "host" else ["oarproperty", "-a", name])
     return bool(missing)
@@ -335,9 +363,8 @@ def handle(config: Any, detection: Any, root: Path = Path("/"), run: Runner = pr
         _step("postgresql", lambda: ensure_postgresql(host, root, run),
               f"listening on {host.address}")
         conf_changed = _step("oar.conf", lambda: ensure_oar_conf(host, root))
-        _step("oar database", lambda: ensure_database(run))
+        _step("oar database", lambda: ensure_database(run, root), "with its resource properties")
         _step("oar-server", lambda: ensure_oar_server(root, run, restart=conf_changed))
-        _step("resource properties", lambda: ensure_properties(run))
         _step("registration service", lambda: ensure_registry(host, detection, root, run),
               f"{host.address}:6680")
         if netboot is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -215,7 +216,11 @@ def test_node_joins_and_gets_hostname_oar_conf_hosts_and_oar_node(registry, root
     assert key.read_text() == "SYSTEM KEY\n"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert ["hostname", HOST] in commands
-    assert ["systemctl", "restart", "oar-node"] in commands  # new host key: (re)start sshd
+    # a new host key: oar-node's sshd (re)starts while the server registers the node, and is
+    # running before the node waits to be Alive
+    started = commands.index(["systemctl", "restart", "--no-block", "oar-node"])
+    assert started < commands.index(["hostname", HOST]) < commands.index(
+        ["systemctl", "start", "oar-node"])
     assert commands[-1] == ["systemctl", "start", "--no-block", "oar-live-node.service"]
     out = capsys.readouterr().out
     assert f"OAR server: {registry.address} from oar.server" in out
@@ -409,6 +414,47 @@ def test_watch_main_without_node_state_says_so(tmp_path, capsys):
     write_config(node_config(), tmp_path)
     assert node.watch_main(["--root", str(tmp_path)]) == 1
     assert "the boot agent did not run the node role" in capsys.readouterr().err
+
+
+def test_a_watcher_without_a_server_listens_for_one_its_whole_interval(root, monkeypatch):
+    asked = []
+
+    def find_server(config, root, **kwargs):
+        asked.append(kwargs["beacon_timeout"])
+
+    monkeypatch.setattr(node.discover, "find_server", find_server)
+    node.write_state(root, None, DETECTION, None)
+    watcher = node.Watcher(node_config(), root, node.read_state(root), interval=7.0)
+    watcher.tick()
+    assert asked == [7.0], "a server that comes up is heard at once, not at the next poll"
+
+
+@pytest.mark.spawns
+def test_a_watcher_listening_for_a_server_stops_at_once_on_sigterm(tmp_path):
+    root = tmp_path / "root"
+    write_config(node_config(), root)
+    node.write_state(root, None, DETECTION, None)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+        free.bind(("127.0.0.1", 0))
+        beacon_port = free.getsockname()[1]
+    watcher = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from autoconf.node import watch_main; sys.exit(watch_main(sys.argv[1:]))",
+         "--root", str(root), "--interval", "60", "--beacon-port", str(beacon_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(1.5)  # listening by now
+        watcher.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    assert time.monotonic() - started < 10, "shutdown waited for the listening to end"
 
 
 @pytest.mark.spawns

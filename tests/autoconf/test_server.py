@@ -31,6 +31,7 @@ class FakeSystem:
         self.properties = set(properties or {"cpuset", "drain", "last_available_upto"})
         self.calls: list[list[str]] = []
         self.systemd = systemd
+        self.readable = True  # oar_ro can read the database (its password matches)
 
     def __call__(self, argv, check=True, input=None, env=None, timeout=None, cwd=None):  # noqa: A002
         argv = list(argv)
@@ -67,6 +68,10 @@ class FakeSystem:
                 self.database = True
             case ["oarproperty", "-l"]:
                 return 0, "\n".join(sorted(self.properties)) + "\n"
+            case ["psql", *_, "-c", query] if "information_schema.columns" in query:
+                if not (self.running["postgresql"] and self.database and self.readable):
+                    return 2, ""
+                return 0, json.dumps(sorted({"resource_id", "state", *self.properties}))
             case ["oarproperty", "-a", name] | ["oarproperty", "-c", "-a", name]:
                 assert name not in self.properties, "oarproperty -a fails on an existing one"
                 self.properties.add(name)
@@ -158,6 +163,14 @@ def test_only_missing_properties_are_added(root):
 def test_existing_database_is_not_created_again(root):
     system = FakeSystem()
     system.database = True
+    server.handle(Config(role=Role.SERVER), server_detection(), root, system)
+    assert system.ran("psql"), "one read of the database proves it is there"
+    assert not system.ran("oar-database"), "no Perl check when the read works"
+
+
+def test_a_database_oar_ro_cannot_read_is_checked_by_oar_before_anything_is_created(root):
+    system = FakeSystem()
+    system.database, system.readable = True, False
     server.handle(Config(role=Role.SERVER), server_detection(), root, system)
     assert system.ran("oar-database", "--check")
     assert not system.ran("oar-database", "--create")
