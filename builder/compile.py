@@ -25,11 +25,8 @@ __bi_micro=0
 __bi_cmd=0
 __bi_mark() { printf '\036BI %s\036\n' "$*"; }
 __bi_begin() { __bi_micro=$1; __bi_cmd=0; __bi_mark begin "$1"; }
-__bi_save_env() {
-  export -p | grep -Ev '^declare -x (__ENGINE_ENV__|__bi_[A-Za-z0-9_]*)(=|$)' \
-    > "$__bi_env_out.tmp" || true
-  mv -f "$__bi_env_out.tmp" "$__bi_env_out"
-}
+# A builtin, no process: the engine drops its own variables from the file (builder.envfile).
+__bi_save_env() { export -p > "$__bi_env_out" || true; }
 __bi_exit() {
   local rc=$?
   set +e
@@ -55,24 +52,21 @@ __bi_check_appliance() {
   return 127
 }
 __bi_mounted=0
+# /proc, /sys, /dev, /dev/pts and a fresh /dev/shm, in that order, by one `mount` process
+# (the table is written by the engine beside the script: $__bi_chroot_fstab).
 __bi_mount_chroot() {
   [ "$__bi_mounted" = 1 ] && return 0
   local r=$__bi_root
-  mkdir -p "$r/proc" "$r/sys" "$r/dev"
-  mount -t proc proc "$r/proc"
-  mount -t sysfs sysfs "$r/sys"
-  mount --bind /dev "$r/dev"
-  mount --bind /dev/pts "$r/dev/pts"
-  mount -t tmpfs -o mode=1777 shm "$r/dev/shm"
+  [ -d "$r/proc" ] && [ -d "$r/sys" ] && [ -d "$r/dev" ] || mkdir -p "$r/proc" "$r/sys" "$r/dev"
+  mount --all --fstab "$__bi_chroot_fstab"
   __bi_mounted=1
 }
 # Host-side commands see the appliance without /proc, /sys, /dev mounted in it.
 __bi_leave_chroot() {
   [ "$__bi_mounted" = 1 ] || return 0
-  local r=$__bi_root m
-  for m in dev/shm dev/pts dev sys proc; do
-    if mountpoint -q "$r/$m"; then umount -l "$r/$m"; fi
-  done
+  local r=$__bi_root
+  # (a mount a chroot command removed itself is no reason to fail; `mount --all` skips the rest)
+  umount -l "$r/dev/shm" "$r/dev/pts" "$r/dev" "$r/sys" "$r/proc" 2>/dev/null || true
   __bi_mounted=0
 }
 __bi_chroot() {
@@ -93,7 +87,7 @@ __bi_write_file() {
     else printf '%s' "$content" >"$__bi_root$path"; fi
   fi
 }
-""".replace("__ENGINE_ENV__", "|".join(ENGINE_ENV)).replace("__CHROOT_PATH__", CHROOT_PATH)
+""".replace("__CHROOT_PATH__", CHROOT_PATH)
 
 
 @dataclass(frozen=True)
@@ -133,6 +127,7 @@ class Runtime:
     lowers: tuple[Path, ...]   # top first
     upper: Path
     overlay_work: Path
+    chroot_fstab: Path    # what exec_chroot mounts (see chroot_fstab())
 
 
 def compile_macrostep(macro: Macrostep, variables: Variables, first: int = 0,
@@ -182,6 +177,25 @@ def _command_lines(command: Command, variables: Variables, used: set[str]) -> li
     raise AssertionError(command.kind)
 
 
+def _fstab_path(path: Path) -> str:
+    """A path as fstab(5) spells it: blanks and backslashes in octal."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in str(path))
+
+
+def chroot_fstab(root: Path) -> str:
+    """The table `mount --all` reads for exec_chroot: what a chroot needs, parents first."""
+    r = Path(root)
+    rows = [
+        ("proc", r / "proc", "proc", "defaults"),
+        ("sysfs", r / "sys", "sysfs", "defaults"),
+        ("/dev", r / "dev", "none", "bind"),
+        ("/dev/pts", r / "dev/pts", "none", "bind"),
+        ("shm", r / "dev/shm", "tmpfs", "mode=1777"),
+    ]
+    return "".join(f"{src} {_fstab_path(dst)} {fstype} {opts} 0 0\n"
+                   for src, dst, fstype, opts in rows)
+
+
 def script_text(compiled: CompiledMacrostep, runtime: Runtime) -> str:
     """The whole script: runtime paths, overlay mount, helpers, then the body."""
     q = shlex.quote
@@ -193,6 +207,7 @@ def script_text(compiled: CompiledMacrostep, runtime: Runtime) -> str:
         f"__bi_root={q(str(runtime.root))}",
         f"__bi_cwd={q(str(runtime.cwd))}",
         f"__bi_env_out={q(str(runtime.env_out))}",
+        f"__bi_chroot_fstab={q(str(runtime.chroot_fstab))}",
     ]
     mount = (
         f"mount -t overlay build-iso -o "

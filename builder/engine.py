@@ -13,7 +13,15 @@ from pathlib import Path
 import yaml
 
 from builder.checkpoint import CheckpointStore, project_root, step_key
-from builder.compile import PREAMBLE, CompiledMacrostep, Runtime, compile_macrostep, script_text
+from builder.compile import (
+    PREAMBLE,
+    CompiledMacrostep,
+    Runtime,
+    chroot_fstab,
+    compile_macrostep,
+    script_text,
+)
+from builder.envfile import keep_recipe_variables
 from builder.errors import BuildFailed, Interrupted, RecipeError
 from builder.namespace import ScriptResult, ScriptRun, run_interactive
 from builder.progress import Progress
@@ -334,8 +342,13 @@ class Engine:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
+        fstab = self.workspace.scripts / "chroot.fstab"
+        text = chroot_fstab(self.workspace.rootfs)
+        if not fstab.exists() or fstab.read_text() != text:
+            fstab.write_text(text)
         return Runtime(root=self.workspace.rootfs, cwd=self.options.cwd, env_in=env_in,
-                       env_out=env_out, lowers=tuple(lowers), upper=layer, overlay_work=work)
+                       env_out=env_out, lowers=tuple(lowers), upper=layer, overlay_work=work,
+                       chroot_fstab=fstab)
 
     def _script_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -376,6 +389,8 @@ class Engine:
             raise Interrupted(
                 f"interrupted during {where}; nothing is left mounted",
                 hint=f"resume with: {self._resume_command(where)}") from None
+        finally:
+            keep_recipe_variables(env_out)
 
     # --- failures and stops ---------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.compile import Runtime, compile_macrostep, script_text
+from builder.compile import Runtime, chroot_fstab, compile_macrostep, script_text
 from builder.recipe import load_recipe
 from builder.variables import Variables
 
@@ -50,7 +50,7 @@ def test_script_is_valid_bash(tree, tmp_path: Path):
     code = _compiled(tree, BODY)
     rt = Runtime(root=Path("/w/rootfs"), cwd=Path("/c"), env_in=tmp_path / "in.env",
                  env_out=tmp_path / "out.env", lowers=(Path("/l1"), Path("/l0")),
-                 upper=Path("/u"), overlay_work=Path("/o"))
+                 upper=Path("/u"), overlay_work=Path("/o"), chroot_fstab=tmp_path / "fstab")
     script = tmp_path / "s.sh"
     script.write_text(script_text(code, rt))
     check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
@@ -65,3 +65,11 @@ def test_set_var_value_reads_as_double_quoted_bash(tree, tmp_path: Path):
     out = subprocess.run(["bash", "-c", f"{line}; printf %s \"$X\""], capture_output=True,
                          text=True)
     assert out.stdout == 'say "hi" 3 sub'
+
+
+def test_the_chroot_mounts_are_one_table_parents_first_with_blanks_escaped():
+    table = chroot_fstab(Path("/var/tmp/my build/rootfs")).splitlines()
+    assert [row.split()[1] for row in table] == [
+        "/var/tmp/my\\040build/rootfs/" + d for d in ("proc", "sys", "dev", "dev/pts", "dev/shm")]
+    assert table[2].split()[::2] == ["/dev", "none", "0"] and "bind" in table[2]
+    assert table[4].split()[2:4] == ["tmpfs", "mode=1777"]
