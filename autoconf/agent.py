@@ -22,6 +22,7 @@ from typing import TextIO
 from autoconf import keyboard, timing
 from autoconf.config import Config, Role, Source, load_config, write_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
+from autoconf.outcome import Pending
 from autoconf.proc import CommandError
 from autoconf.prompt import ask
 from autoconf.resources import oar_mem_gib, plan_resources
@@ -156,7 +157,7 @@ def role_actions(config: Config, found: Detection, console: Console) -> str:
         _action(console, "server")(config, found)
         own = cluster_address(found, config.net) or "127.0.0.1"
         return _action(console, "node")(config.answered(Source.AUTO, server=own), found)
-    except StepFailed:
+    except (StepFailed, Pending):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure must end as a sentence, not a hang
         if console.debug:
@@ -202,6 +203,13 @@ def boot(console: Console) -> int:
             found = detection(config, console)
         write_config(config, console.root)  # the role actions' services read it
         hostname = role_actions(config, found, console)
+    except Pending as exc:
+        console.say(f"OAR Live: {exc}")
+        summary(config, found, found.hostname, console)
+        console.say(f"  {'steps':<10} {timing.BOOT.line()}")
+        console.say(f"  set up in {time.monotonic() - started:.0f} s; joins the cluster when "
+                    "its server answers")
+        return 0
     except StepFailed as exc:
         console.say(f"OAR Live: error: {exc}")
         console.say(f"OAR Live: steps: {timing.BOOT.line()}")

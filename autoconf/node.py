@@ -29,6 +29,7 @@ from autoconf.client import Registration, RegistryClient, RegistryError, Unreach
 from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
 from autoconf.detect import Detection, cluster_address
 from autoconf.files import write_if_changed
+from autoconf.outcome import Pending
 
 __all__ = ["NodeError", "handle", "watch_main"]
 
@@ -93,8 +94,8 @@ def register(
             problem = f"no answer ({exc})"
         left = give_up - clock()
         if left <= 0:
-            raise NodeError(f"could not register with {client.base_url} within {deadline:g} s: "
-                            f"{problem}")
+            raise Pending(f"the server at {client.base_url} did not take the registration "
+                          f"within {deadline:g} s ({problem}): oar-live-node keeps trying")
         wait = min(delay, left)
         say(f"registration: {problem}; retrying in {wait:.0f} s")
         sleep(wait)
@@ -243,14 +244,19 @@ def handle(
     alive_deadline: float = ALIVE_DEADLINE,
     find: Callable[..., discover.Server | None] = discover.find_server,
 ) -> str:
-    """Join the cluster; returns this machine's hostname. NodeError when it cannot."""
+    """Join the cluster; returns this machine's hostname.
+
+    NodeError when it cannot; Pending when the server is not there (yet) and the watcher,
+    started here, will register the machine when it answers.
+    """
     with timing.step("find server"):
         server = find(config, root)
     write_state(root, server, detection, None)
     if server is None:
         proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
-        raise NodeError("no OAR Live server found (no oar.server, DHCP next-server or beacon); "
-                        "boot with oar.server=IP; oar-live-node keeps looking meanwhile")
+        raise Pending("no OAR Live server answered yet (no oar.server, DHCP next-server or "
+                      "beacon): oar-live-node keeps looking meanwhile and registers this "
+                      "machine when one answers (or boot with oar.server=IP)")
     say(f"OAR server: {server.describe()}")
     # oar-node (its own sshd, which the server uses to reach jobs) needs nothing from the
     # registration: it starts while the server registers this machine.
@@ -262,7 +268,7 @@ def handle(
     try:
         with timing.step("register"):
             registration = register(client, detection, address, deadline)
-    except NodeError:
+    except (NodeError, Pending):
         proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
         raise
     say(f"registered as {registration.hostname} with {registration.resources} resources "

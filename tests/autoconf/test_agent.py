@@ -14,6 +14,7 @@ import pytest
 from autoconf import timing
 from autoconf.agent import Console, boot
 from autoconf.config import Role, read_config
+from autoconf.outcome import Pending
 from autoconf.keyboard import KeyboardResult
 from tests.autoconf import fakeroot
 from tests.autoconf.fakeroot import build_root
@@ -143,6 +144,18 @@ def test_the_summary_says_which_step_took_the_time(tmp_path):
     assert boot(console) == 0
     steps = [line for line in out.getvalue().splitlines() if line.startswith("  steps")]
     assert len(steps) == 1 and re.search(r"register 0\.[2-9] s", steps[0]), steps
+
+
+def test_a_node_whose_server_is_not_up_yet_boots_on_and_says_who_finishes(tmp_path):
+    class NoServerYet(Roles):
+        def node(self, config, detection):
+            raise Pending("no OAR Live server answered yet: oar-live-node keeps looking")
+
+    console, out = make_console(tmp_path, "oar.role=node oar.timeout=0", NoServerYet())
+    assert boot(console) == 0, "machines switched on together: the expected path, no failure"
+    screen = out.getvalue()
+    assert "OAR Live: no OAR Live server answered yet: oar-live-node keeps looking" in screen
+    assert "error" not in screen and "joins the cluster when its server answers" in screen
 
 
 def test_a_failed_boot_shows_the_steps_it_went_through(tmp_path):

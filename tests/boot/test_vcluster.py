@@ -39,6 +39,14 @@ NODE_LOG_NO_SERVER_YET = """\
 [    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org)
 OAR Live: keyboard layout us (already set)
 oar-live: listening for an OAR Live server's beacon on UDP port 6681 (6 s)
+OAR Live: no OAR Live server answered yet (no oar.server, DHCP next-server or beacon): \
+oar-live-node keeps looking meanwhile and registers this machine when one answers (or boot with \
+oar.server=IP)
+  set up in 7 s; joins the cluster when its server answers
+"""
+# What images built before that printed for the same situation: the stages read it the same way.
+NODE_LOG_NO_SERVER_YET_OLD = """\
+[    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org)
 OAR Live: error: the node role failed: no OAR Live server found (no oar.server, DHCP next-server \
 or beacon); boot with oar.server=IP; oar-live-node keeps looking meanwhile
 [FAILED] Failed to start oar-live-a…ne as an OAR server, node or both.
@@ -245,12 +253,13 @@ def test_a_server_goes_from_booting_to_serving_to_ready():
 
 
 def test_a_node_without_a_server_yet_is_waiting_not_failed_and_then_registers():
-    assert vstage.progress(NODE_LOG_NO_SERVER_YET, "node").stage is Stage.AGENT
-    later = NODE_LOG_NO_SERVER_YET + "oar-live: registered again as node-5254004f4c01\n"
-    assert vstage.progress(later, "node") == vstage.Progress(Stage.REGISTERED,
-                                                             "node-5254004f4c01")
-    alive = later + "oar-live: node-5254004f4c01 is Alive in OAR\n"
-    assert vstage.progress(alive, "node").stage is Stage.ALIVE
+    for waiting in (NODE_LOG_NO_SERVER_YET, NODE_LOG_NO_SERVER_YET_OLD):
+        assert vstage.progress(waiting, "node").stage is Stage.AGENT
+        later = waiting + "oar-live: registered as node-5254004f4c01\n"
+        assert vstage.progress(later, "node") == vstage.Progress(Stage.REGISTERED,
+                                                                 "node-5254004f4c01")
+        alive = later + "oar-live: node-5254004f4c01 is Alive in OAR\n"
+        assert vstage.progress(alive, "node").stage is Stage.ALIVE
 
 
 def test_a_server_whose_agent_failed_is_failed_with_the_agents_sentence():
@@ -268,5 +277,5 @@ def test_a_reboot_starts_the_stages_again():
 
 def test_the_excerpt_shows_the_agents_lines_and_the_end_of_the_log():
     text = vstage.excerpt(NODE_LOG_NO_SERVER_YET + "".join(f"noise {i}\n" for i in range(40)))
-    assert "no OAR Live server found" in text and "noise 39" in text
+    assert "no OAR Live server answered yet" in text and "noise 39" in text
     assert "noise 5\n" not in text and "\x1b" not in text
