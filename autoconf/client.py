@@ -75,7 +75,7 @@ class Registration:
 
 
 class RegistryClient:
-    """The node side of the registration HTTP API (see notes/agent-contracts.md)."""
+    """The node side of the registration HTTP API (served by autoconf.registry)."""
 
     def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")

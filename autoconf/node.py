@@ -1,9 +1,10 @@
 """Node role: join the OAR Live cluster, and keep this machine registered while it runs.
 
-`handle()` runs once at boot (from the agent, on the console): find the server, register this
-machine's detection, take the hostname the server gives, install the server's oar.conf and
-/etc/hosts entries, make sure oar-node's sshd has a host key, start oar-node, check the server
-shows the node Alive, and start the watcher unit (oar-live-node.service).
+`handle()` runs once at boot (from the agent, on the console): find the server, make sure
+oar-node's sshd has a host key and start oar-node, register this machine's detection meanwhile,
+take the hostname the server gives, install the server's oar.conf and /etc/hosts entries, check
+the server shows the node Alive, and start the watcher unit (oar-live-node.service). With no
+server yet, the watcher does the registering later (autoconf.outcome.Pending).
 
 `watch_main()` is that watcher (`oar-autoconf node-watch`): it polls the server; when the server
 has forgotten the node (it rebooted: its database lives in RAM) it registers again; it keeps
@@ -276,7 +277,9 @@ def handle(
         f"server {registration.server_hostname}")
     with timing.step("configure"):
         write_state(root, server, detection, registration.hostname)
-        changed = apply_registration(registration, root) + (["oar-node host key"] * new_key)
+        changed = apply_registration(registration, root)
+        if new_key:
+            changed.append("oar-node host key")
     say("configured: " + (", ".join(changed) if changed else "nothing to change"))
     with timing.step("oar-node"):
         proc.run(["systemctl", "start", "oar-node"])  # returns once the start above is done
