@@ -14,8 +14,8 @@ import pytest
 from autoconf import timing
 from autoconf.agent import Console, boot
 from autoconf.config import Role, read_config
-from autoconf.outcome import Pending
 from autoconf.keyboard import KeyboardResult
+from autoconf.outcome import Pending
 from tests.autoconf import fakeroot
 from tests.autoconf.fakeroot import build_root
 

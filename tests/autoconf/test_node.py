@@ -25,10 +25,10 @@ import pytest
 
 from autoconf import node, proc
 from autoconf.client import RegistryClient
-from autoconf.outcome import Pending
 from autoconf.config import Config, Role, write_config
 from autoconf.detect import Cpu, Detection, Interface
 from autoconf.discover import Server, Source
+from autoconf.outcome import Pending
 
 TOKEN = "cluster-token-1234"
 HOST = "node-525400123456"
