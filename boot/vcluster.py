@@ -1,7 +1,7 @@
 """`oar-vcluster`: an OAR Live cluster of qemu VMs on this one machine, to try it or to test it.
 
     oar-vcluster up --iso oar-live.iso --nodes N [--smp 1,2] [--mem MiB] [--timeout S]
-                    [--pxe [authoritative|proxy]]
+                    [--firmware bios,uefi] [--pxe [authoritative|proxy]]
     oar-vcluster status | run -- CMD... | reboot VM | down [--keep-logs] | demo --iso ... --nodes N
 
 `up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ from boot.vstate import ClusterState, Machine
 TCG = "tcg,tb-size=256"
 KVM_PROBE_SECONDS = 8.0  # a working KVM prints the kernel banner in well under a second
 STATUS_POLL_SECONDS = 15.0  # each status costs the server a few OAR commands under emulation
+UEFI_GAVE_UP = "UEFI Interactive Shell"  # OVMF's last boot option: every other one failed
 DEMO_JOB = 'for h in $(sort -u "$OAR_NODEFILE"); do oarsh "$h" hostname; done'
 
 
@@ -117,7 +119,8 @@ def up(args: argparse.Namespace) -> ClusterState:
     kernel, initrd, base = extract_boot_files(iso, state_dir / "boot")
     accel = {"kvm": "kvm", "tcg": TCG}.get(args.accel) or (
         "kvm" if kvm_works(kernel, state_dir) else TCG)
-    machines = plan_machines(args.nodes, args.smp, args.mem, args.server_smp, args.server_mem)
+    machines = plan_machines(args.nodes, args.smp, args.mem, args.server_smp, args.server_mem,
+                             args.firmware)
     state = ClusterState(state_dir, vnet.new_netns_name(), iso=str(iso), accel=accel,
                          nbmin=args.nodes, user=args.user, machines=machines)
     state.save()  # the namespace's name is recorded before the namespace exists
@@ -145,12 +148,14 @@ def up(args: argparse.Namespace) -> ClusterState:
 
 
 def _describe(m: Machine) -> str:
-    return f"{m.name:<8} {m.address:<11} {m.cpus} CPU {m.memory_mib:>5} MiB"
+    return (f"{m.name:<8} {m.address:<11} {m.cpus} CPU {m.memory_mib:>5} MiB"
+            + (" UEFI" if m.firmware == "uefi" else ""))
 
 
 def wait_ready(state: ClusterState, password: str, timeout: float, started: float) -> dict:
     """Show each VM's stage until nbmin nodes are Alive on the server; their status."""
     remote = Remote(state, password)
+    resets: dict[str, int] = {}
     shown: dict[str, tuple[Stage, str]] = {}
     alive_hosts: set[str] = set()
     last_poll = 0.0
@@ -164,6 +169,7 @@ def wait_ready(state: ClusterState, password: str, timeout: float, started: floa
             if ended is not None:
                 raise VClusterError(f"{m.name}: qemu stopped ({ended}):\n" + _tail(
                     state.state_dir / f"{m.name}.qemu.log") + "\n" + _excerpt(state, m))
+            _reset_if_gave_up(state, m, resets, now - started)
             p = vstage.progress(_log(state, m), m.role)
             stage, detail = p.stage, p.detail
             if m.oar_hostname in alive_hosts:
@@ -193,6 +199,38 @@ def wait_ready(state: ClusterState, password: str, timeout: float, started: floa
                 + ", ".join(f"{m.name} ({stages[m.name]})" for m in late) + "\n"
                 + "\n".join(f"--- {m.name}:\n{_excerpt(state, m)}" for m in late))
         time.sleep(2)
+
+
+def _reset_if_gave_up(state: ClusterState, m: Machine, resets: dict[str, int],
+                      elapsed: float) -> None:
+    """Power-cycle a UEFI machine whose firmware gave up netbooting (it ends in its shell).
+
+    A BIOS node retries by itself (qemu's reboot-timeout); OVMF, like many UEFI machines,
+    tries each boot option once. Nodes switched on with their server ask before the server
+    serves PXE, so the launcher does what an administrator would: reset it.
+    """
+    if m.firmware != "uefi":
+        return
+    gave_up = _log(state, m).count(UEFI_GAVE_UP)
+    if gave_up > resets.get(m.name, 0):
+        resets[m.name] = gave_up
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
+            monitor.settimeout(10)
+            monitor.connect(str(state.state_dir / f"{m.name}.monitor.sock"))
+            _read_until(monitor, b"(qemu) ")  # a command sent before the prompt can be lost
+            monitor.sendall(b"system_reset\n")
+            _read_until(monitor, b"(qemu) ")  # taken: qemu prompts again
+        print(f"{elapsed:6.0f}s  {m.name}: its firmware found no netboot server yet: reset",
+              flush=True)
+
+
+def _read_until(conn: socket.socket, marker: bytes) -> None:
+    seen = b""
+    while marker not in seen:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        seen = seen[-64:] + chunk
 
 
 def _ended(pid: int | None, state_dir: Path) -> str | None:
@@ -336,6 +374,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--nodes", type=int, default=2, help="compute nodes (default 2)")
         s.add_argument("--smp", type=int_list, default=[1], help="CPUs of each node, e.g. 1,2")
         s.add_argument("--mem", type=int_list, default=[1024], help="MiB of each node")
+        s.add_argument("--firmware", type=lambda t: t.split(","), default=["bios"],
+                       help="bios or uefi, per node, e.g. bios,uefi (the server boots BIOS)")
         s.add_argument("--server-smp", type=int, default=1)
         s.add_argument("--server-mem", type=int, default=1024)
         s.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from autoconf.proc import run
 from boot import vnet
-from boot.qemu import VMSpec
+from boot.qemu import Firmware, VMSpec
 from boot.vstate import ClusterState, Machine
 
 
@@ -54,36 +54,47 @@ def extract_boot_files(iso: Path, dest: Path) -> tuple[Path, Path, str]:
     return kernel, initrd, base_cmdline(menu.read_text())
 
 
+FIRMWARES = ("bios", "uefi")
+
+
 def plan_machines(nodes: int, smp: list[int], mem: list[int], server_smp: int,
-                  server_mem: int) -> tuple[Machine, ...]:
-    """The server (index 0) and nodes 1..N; the CPU and memory lists repeat their last value."""
+                  server_mem: int, firmware: list[str] | None = None) -> tuple[Machine, ...]:
+    """The server (index 0) and nodes 1..N; the nodes' CPU, memory and firmware lists repeat
+    their last value."""
     if nodes < 1:
         raise VClusterError("--nodes must be at least 1")
+    firmware = firmware or ["bios"]
+    unknown = sorted(set(firmware) - set(FIRMWARES))
+    if unknown:
+        raise VClusterError(f"--firmware: unknown {', '.join(unknown)} "
+                            f"(one of {', '.join(FIRMWARES)} per node)")
 
-    def pick(values: list[int], i: int) -> int:
+    def pick(values: list, i: int):
         return values[min(i, len(values) - 1)]
 
     machines = [Machine("server", "server", 0, server_smp, server_mem, vnet.mac_address(0),
                         vnet.ip_address(0))]
     for i in range(1, nodes + 1):
         machines.append(Machine(f"node-{i}", "node", i, pick(smp, i - 1), pick(mem, i - 1),
-                                vnet.mac_address(i), vnet.ip_address(i)))
+                                vnet.mac_address(i), vnet.ip_address(i),
+                                firmware=pick(firmware, i - 1)))
     return tuple(machines)
 
 
 def vm_spec(state: ClusterState, machine: Machine, kernel: Path, initrd: Path,
             append: str, netboot: bool = False) -> VMSpec:
-    if netboot:  # a diskless machine: its NIC's boot ROM asks the network
-        return VMSpec(
-            machine.name, state.state_dir, netboot=True, memory_mib=machine.memory_mib,
-            cpus=machine.cpus, accel=state.accel,
-            netdevs=((f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no",
-                      f"virtio-net-pci,netdev=n0,mac={machine.mac}"),),
-        )  # fmt: skip
-    return VMSpec(
-        machine.name, state.state_dir, kernel=kernel, initrd=initrd, append=append,
-        memory_mib=machine.memory_mib, cpus=machine.cpus, accel=state.accel,
-        netdevs=((f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no",
-                  f"virtio-net-pci,netdev=n0,mac={machine.mac}"),),
-        extra_args=("-drive", f"file={state.iso},media=cdrom,readonly=on"),
-    )  # fmt: skip
+    """The qemu VM of `machine`: the ISO's kernel and the ISO as CD, or diskless (`netboot`).
+
+    A diskless BIOS machine netboots with its NIC's ROM (Debian's ipxe-qemu); a diskless UEFI
+    machine with OVMF's own PXE and no NIC ROM, as a real UEFI machine does: the server must
+    hand it its UEFI loader (snponly.efi), which then chains iPXE.
+    """
+    uefi = machine.firmware == "uefi"
+    tap = f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no"
+    nic = f"virtio-net-pci,netdev=n0,mac={machine.mac}" + (",romfile=" if uefi and netboot else "")
+    common = dict(memory_mib=machine.memory_mib, cpus=machine.cpus, accel=state.accel,
+                  firmware=Firmware.UEFI if uefi else Firmware.BIOS, netdevs=((tap, nic),))
+    if netboot:
+        return VMSpec(machine.name, state.state_dir, netboot=True, **common)
+    return VMSpec(machine.name, state.state_dir, kernel=kernel, initrd=initrd, append=append,
+                  extra_args=("-drive", f"file={state.iso},media=cdrom,readonly=on"), **common)

@@ -39,6 +39,7 @@ class Machine:
     mac: str
     address: str
     pid: int | None = None
+    firmware: str = "bios"  # or "uefi" (OVMF)
 
     @property
     def oar_hostname(self) -> str | None:

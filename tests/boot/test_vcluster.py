@@ -279,3 +279,43 @@ def test_the_excerpt_shows_the_agents_lines_and_the_end_of_the_log():
     text = vstage.excerpt(NODE_LOG_NO_SERVER_YET + "".join(f"noise {i}\n" for i in range(40)))
     assert "no OAR Live server answered yet" in text and "noise 39" in text
     assert "noise 5\n" not in text and "\x1b" not in text
+
+
+def test_a_uefi_node_whose_firmware_gave_up_netbooting_is_reset_once_per_give_up(tmp_path):
+    import socket
+    import threading
+
+    plan = vplan.plan_machines(1, [1], [1024], 1, 1024, ["uefi"])
+    state = ClusterState(tmp_path, "oarvc-0123abcd", iso="/x.iso", accel="tcg", machines=plan)
+    node = state.nodes[0]
+    monitor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    monitor.bind(str(tmp_path / f"{node.name}.monitor.sock"))
+    monitor.listen(4)
+    monitor.settimeout(1)
+    received = []
+
+    def qemu_monitor():  # as qemu's: a banner and a prompt, then a prompt after each command
+        while True:
+            try:
+                conn, _ = monitor.accept()
+            except (TimeoutError, OSError):
+                return
+            with conn:
+                conn.sendall(b"QEMU 7.2 monitor - type 'help' for more information\r\n(qemu) ")
+                received.append(conn.recv(100))
+                conn.sendall(b"system_reset\r\n(qemu) ")
+
+    server = threading.Thread(target=qemu_monitor)
+    server.start()
+    log = state.serial_log(node)
+    log.write_text(">>Start PXE over IPv4.\n  PXE-E16: No valid offer received.\n")
+    resets: dict[str, int] = {}
+    vcluster._reset_if_gave_up(state, node, resets, 10)
+    log.write_text(log.read_text() + "UEFI Interactive Shell v2.2\nShell> ")
+    vcluster._reset_if_gave_up(state, node, resets, 12)
+    vcluster._reset_if_gave_up(state, node, resets, 14)  # the same give-up: no second reset
+    bios = vplan.plan_machines(1, [1], [1024], 1, 1024)[1]
+    vcluster._reset_if_gave_up(state, bios, resets, 16)  # a BIOS node retries by itself
+    monitor.close()
+    server.join()
+    assert received == [b"system_reset\n"] and resets == {node.name: 1}

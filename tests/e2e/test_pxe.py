@@ -1,10 +1,12 @@
 """End-to-end: diskless VMs netboot from an OAR Live server booted from the ISO (oar.pxe=1).
 
 `oar-vcluster up --pxe`: the server boots the ISO with oar.pxe=1; the nodes have no disk, no CD
-and no kernel: their NIC's boot ROM (Debian's ipxe-qemu) netboots them from the server. With the
-LAN's DHCP answering the server only, the server gives the nodes their addresses
-(authoritative); with the LAN's DHCP answering everyone, it serves proxy-DHCP beside it. Either
-way the nodes must become Alive under their MAC-derived names and run jobs.
+and no kernel. A BIOS node netboots with its NIC's boot ROM (Debian's ipxe-qemu); a UEFI node
+(OVMF, no NIC ROM) with the firmware's own PXE, which must get the UEFI loader (snponly.efi)
+from the server, as real UEFI machines do. With the LAN's DHCP answering the server only, the
+server gives the nodes their addresses (authoritative); with the LAN's DHCP answering everyone,
+it serves proxy-DHCP beside it. Either way the nodes must become Alive under their MAC-derived
+names and run jobs.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def serial(state: ClusterState, name: str) -> str:
     return state.serial_log(state.machine(name)).read_bytes().decode(errors="replace")
 
 
-def vcluster_up(artifacts, state_dir, mode: str, nodes: int):
+def vcluster_up(artifacts, state_dir, mode: str, nodes: int, firmware: str = "bios"):
     up = VCLUSTER + ["--state-dir", str(state_dir), "up", "--iso", str(artifacts / "oar-live.iso"),
-                     "--nodes", str(nodes), "--mem", NODE_MEM, "--pxe", mode, "--timeout", "1200"]
+                     "--nodes", str(nodes), "--mem", NODE_MEM, "--pxe", mode, "--timeout", "1200",
+                     "--firmware", firmware]
     started = time.monotonic()
     result = subprocess.run(up, capture_output=True, text=True)
     print(result.stdout, result.stderr, f"up --pxe {mode} took {time.monotonic() - started:.0f} s",
@@ -65,7 +68,7 @@ def vcluster_down(state_dir, state) -> None:
 @pytest.fixture(scope="module")
 def authoritative(artifacts, tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("vcluster-pxe")
-    result, state = vcluster_up(artifacts, state_dir, "authoritative", 2)
+    result, state = vcluster_up(artifacts, state_dir, "authoritative", 2, "bios,uefi")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         yield with_leased_addresses(state)
@@ -92,6 +95,15 @@ def test_netbooted_nodes_got_address_and_squashfs_from_the_server(authoritative)
         assert int(node.address.rsplit(".", 1)[1]) >= 128
     log = remote.run("sudo -n journalctl -u oar-live-pxe --no-pager", timeout=120).stdout
     assert log.count("GET /filesystem.squashfs") >= len(authoritative.nodes), log[-3000:]
+
+
+def test_a_uefi_node_netbooted_through_its_firmware_pxe_and_the_uefi_loader(authoritative):
+    uefi = [m for m in authoritative.nodes if m.firmware == "uefi"]
+    assert len(uefi) == 1
+    console = serial(authoritative, uefi[0].name)
+    assert "NBP filename is snponly.efi" in console, console[:3000]  # OVMF's PXE asked us
+    assert "NBP file downloaded successfully" in console
+    assert "boot.ipxe" in console  # snponly.efi (iPXE) then took the served menu
 
 
 def test_netbooted_nodes_are_alive_under_their_mac_names_and_run_a_two_node_job(authoritative):
