@@ -214,12 +214,17 @@ def _reset_if_gave_up(state: ClusterState, m: Machine, resets: dict[str, int],
     gave_up = _log(state, m).count(UEFI_GAVE_UP)
     if gave_up > resets.get(m.name, 0):
         resets[m.name] = gave_up
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
-            monitor.settimeout(10)
-            monitor.connect(str(state.state_dir / f"{m.name}.monitor.sock"))
-            _read_until(monitor, b"(qemu) ")  # a command sent before the prompt can be lost
-            monitor.sendall(b"system_reset\n")
-            _read_until(monitor, b"(qemu) ")  # taken: qemu prompts again
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
+                monitor.settimeout(10)
+                monitor.connect(str(state.state_dir / f"{m.name}.monitor.sock"))
+                _read_until(monitor, b"(qemu) ")  # a command sent before the prompt is lost
+                monitor.sendall(b"system_reset\n")
+                _read_until(monitor, b"(qemu) ")  # taken: qemu prompts again
+        except OSError as exc:  # the wait goes on; its deadline says the rest
+            print(f"{elapsed:6.0f}s  {m.name}: its firmware found no netboot server yet; "
+                  f"could not reset it ({exc})", flush=True)
+            return
         print(f"{elapsed:6.0f}s  {m.name}: its firmware found no netboot server yet: reset",
               flush=True)
 

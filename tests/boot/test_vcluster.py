@@ -319,3 +319,12 @@ def test_a_uefi_node_whose_firmware_gave_up_netbooting_is_reset_once_per_give_up
     monitor.close()
     server.join()
     assert received == [b"system_reset\n"] and resets == {node.name: 1}
+
+
+def test_a_reset_that_cannot_reach_the_monitor_is_said_and_the_wait_goes_on(tmp_path, capsys):
+    plan = vplan.plan_machines(1, [1], [1024], 1, 1024, ["uefi"])
+    state = ClusterState(tmp_path, "oarvc-0123abcd", iso="/x.iso", accel="tcg", machines=plan)
+    state.serial_log(state.nodes[0]).write_text("UEFI Interactive Shell v2.2\nShell> ")
+    vcluster._reset_if_gave_up(state, state.nodes[0], {}, 30)  # no monitor socket there
+    assert "node-1: its firmware found no netboot server yet; could not reset it" in (
+        capsys.readouterr().out)
