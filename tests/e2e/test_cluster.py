@@ -119,6 +119,13 @@ def expected_resources(state: ClusterState) -> dict[str, list[int]]:
     return {m.oar_hostname: list(range(m.cpus)) for m in state.nodes}
 
 
+def all_registered(cluster) -> dict[str, list[int]] | None:
+    """Every node Alive with all its CPUs: a registration adds a node's resources one by one
+    (one oarnodesetting each), so the first ones are Alive before the last is there."""
+    found = cluster.alive()
+    return found if found == expected_resources(cluster.state) else None
+
+
 def test_oarnodes_lists_exactly_the_cpus_of_each_vm(cluster):
     found = cluster.wait("every node Alive", cluster.alive, 120)
     assert found == expected_resources(cluster.state)
@@ -149,7 +156,7 @@ def test_a_rebooted_node_comes_back_alive_with_the_same_resources(cluster):
     boots = cluster.boots(node.name)
     cluster.remote.run("sudo -n systemctl reboot", node, timeout=60, check=False)
     cluster.wait(f"{node.name} rebooting", lambda: cluster.boots(node.name) > boots, 120, 2)
-    found = cluster.wait(f"{node.name} Alive again", cluster.alive, 420)
+    found = cluster.wait(f"{node.name} Alive again", lambda: all_registered(cluster), 420)
     assert found == expected_resources(cluster.state)
     ids = Counter(r["id"] for r in cluster.resources())
     assert len(ids) == sum(m.cpus for m in cluster.state.nodes) and max(ids.values()) == 1
@@ -160,7 +167,8 @@ def test_after_a_server_reboot_the_nodes_register_again_and_jobs_run(cluster):
     boots = cluster.boots("server")
     cluster.remote.run("sudo -n systemctl reboot", server, timeout=60, check=False)
     cluster.wait("server rebooting", lambda: cluster.boots("server") > boots, 120, 2)
-    found = cluster.wait("both nodes Alive on the new server", cluster.alive, 600, 15)
+    found = cluster.wait("both nodes Alive on the new server", lambda: all_registered(cluster),
+                         600, 15)
     assert found == expected_resources(cluster.state)
     for node in cluster.state.nodes:  # the new database numbers jobs from 1 again
         cluster.remote.run("rm -f ~/OAR.*.stdout ~/OAR.*.stderr", node, timeout=60)
