@@ -431,6 +431,16 @@ def test_a_watcher_without_a_server_listens_for_one_its_whole_interval(root, mon
     assert asked == [7.0], "a server that comes up is heard at once, not at the next poll"
 
 
+def start_watcher(root: Path, env: dict, *args: str) -> subprocess.Popen:
+    """`oar-autoconf node-watch` as its unit runs it, on the node root `root`."""
+    return subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from autoconf.node import watch_main; sys.exit(watch_main(sys.argv[1:]))",
+         "--root", str(root), *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
 @pytest.mark.spawns
 def test_a_watcher_listening_for_a_server_stops_at_once_on_sigterm(tmp_path):
     root = tmp_path / "root"
@@ -440,12 +450,7 @@ def test_a_watcher_listening_for_a_server_stops_at_once_on_sigterm(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
         free.bind(("127.0.0.1", 0))
         beacon_port = free.getsockname()[1]
-    watcher = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from autoconf.node import watch_main; sys.exit(watch_main(sys.argv[1:]))",
-         "--root", str(root), "--interval", "60", "--beacon-port", str(beacon_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    watcher = start_watcher(root, env, "--interval", "60", "--beacon-port", str(beacon_port))
     try:
         time.sleep(1.5)  # listening by now
         watcher.send_signal(signal.SIGTERM)
@@ -477,12 +482,7 @@ def test_watcher_process_marks_the_node_absent_on_sigterm(registry, tmp_path):
     node.write_state(root, Server("127.0.0.1", registry.port, Source.CONFIG), DETECTION, HOST)
     registry.nodes[HOST] = "Alive"
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(REPO))
-    watcher = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from autoconf.node import watch_main; sys.exit(watch_main(sys.argv[1:]))",
-         "--root", str(root), "--interval", "0.2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    watcher = start_watcher(root, env, "--interval", "0.2")
     try:
         deadline = time.monotonic() + 20
         while registry.node_queries < 2 and time.monotonic() < deadline:
