@@ -23,9 +23,9 @@ from autoconf import keyboard, timing
 from autoconf.config import Config, Role, Source, load_config, write_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
 from autoconf.outcome import Pending
-from autoconf.proc import CommandError
 from autoconf.prompt import ask
 from autoconf.resources import oar_mem_gib, plan_resources
+from boot.proc import CommandError
 
 ROLE_CHOICES = [Role.SERVER.value, Role.NODE.value, Role.SOLO.value, Role.AUTO.value]
 DEFAULT_ROLE = Role.AUTO  # the answer when nobody answers: join a cluster if one is there

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -23,12 +22,13 @@ from typing import Any
 
 import yaml
 
+from boot.cmdline import cmdline_params, read_cmdline
+
 REGISTRY_PORT = 6680  # tcp: the registration service (autoconf.registry)
 BEACON_PORT = 6681  # udp: the discovery beacon (autoconf.beacon)
 
 IMAGE_CONFIG = Path("etc/oar-live/config.yaml")  # written into the image at build time
 MEDIUM_CONFIG = Path("run/live/medium/oar-live.yaml")  # on the boot medium, editable by users
-KERNEL_CMDLINE = Path("proc/cmdline")
 CONFIG_JSON = Path("run/oar-live/config.json")
 
 MAX_TIMEOUT = 3600
@@ -197,33 +197,6 @@ def parse_value(key: str, text: str) -> Any:
 
 
 # ---- layers ------------------------------------------------------------------------------------
-
-
-def read_cmdline(root: Path = Path("/")) -> str:
-    """The kernel command line of the machine under `root` ("" when unreadable)."""
-    try:
-        return (root / KERNEL_CMDLINE).read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def cmdline_words(cmdline: str) -> list[str]:
-    """Split a kernel command line like the kernel does (double quotes group words)."""
-    try:
-        return shlex.split(cmdline)
-    except ValueError:  # an unbalanced quote: the kernel would still pass the words on
-        return cmdline.split()
-
-
-def cmdline_params(cmdline: str) -> dict[str, str | None]:
-    """`key=value` words of a kernel command line (last one wins); bare words map to None."""
-    params: dict[str, str | None] = {}
-    for word in cmdline_words(cmdline):
-        if word == "--":  # what follows belongs to init
-            break
-        key, sep, value = word.partition("=")
-        params[key] = value if sep else None
-    return params
 
 
 def _layer_from_cmdline(cmdline: str, warnings: list[str]) -> dict[str, str]:

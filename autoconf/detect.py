@@ -17,21 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoconf.config import cmdline_params, read_cmdline
+from boot.cmdline import cmdline_params, read_cmdline
+from boot.netif import MAC_RE, Interface, interfaces, normal_mac
 
 CPU_DIR = Path("sys/devices/system/cpu")
-NET_DIR = Path("sys/class/net")
 MEMINFO = Path("proc/meminfo")
 ROUTES = Path("proc/net/route")
 PRODUCT_UUID = Path("sys/class/dmi/id/product_uuid")
 MACHINE_ID = Path("etc/machine-id")
-FAKE_ADDRESSES = "test_addresses"
 
 HOSTNAME_RE = re.compile(r"^node-[0-9a-f]{12}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 MAX_CPUS = 8192
-_NO_MAC = "00:00:00:00:00:00"
 _BOGUS_UUIDS = {"0" * 32, "f" * 32, "03000200040005000006000700080009"}
 
 
@@ -45,13 +42,6 @@ class Cpu:
     socket: int  # physical_package_id; -1 when the kernel does not know it
     core: int  # core_id, numbered within the socket (may have gaps)
     thread: int  # index of this logical CPU among its core's hyperthreads (0, 1, ...)
-
-
-@dataclass(frozen=True)
-class Interface:
-    name: str
-    mac: str
-    addresses: tuple[str, ...]  # "10.0.0.5/24", IPv4 first
 
 
 @dataclass(frozen=True)
@@ -245,81 +235,6 @@ def memory_mib(root: Path = Path("/")) -> int:
     return int(match.group(1)) // 1024
 
 
-def _normal_mac(text: str | None) -> str | None:
-    if text is None:
-        return None
-    mac = text.strip().lower()
-    return mac if MAC_RE.match(mac) and mac != _NO_MAC else None
-
-
-def _real_addresses(name: str) -> tuple[str, ...]:
-    """Addresses of a host interface from netlink, via netifaces (psutil as a fallback)."""
-    found: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
-    try:
-        import netifaces
-
-        groups = netifaces.ifaddresses(name)
-        entries = [(e.get("addr"), e.get("netmask"))
-                   for family in (netifaces.AF_INET, netifaces.AF_INET6)
-                   for e in groups.get(family, [])]
-    except (ImportError, ValueError):
-        try:
-            import psutil
-        except ImportError:
-            return ()
-        entries = [(a.address, a.netmask) for a in psutil.net_if_addrs().get(name, [])]
-    for addr, mask in entries:
-        if not addr or not mask:
-            continue
-        addr = addr.split("%")[0]
-        mask = mask.split("/")[-1] if "/" in mask else mask
-        try:
-            iface = ipaddress.ip_interface(f"{addr}/{mask}")
-        except ValueError:
-            continue
-        found.append(iface)
-    return _ordered(found)
-
-
-def _ordered(found: list[Any]) -> tuple[str, ...]:
-    usable = [i for i in found if not i.ip.is_link_local]
-    usable.sort(key=lambda i: i.version)  # IPv4 first, kernel order otherwise
-    return tuple(dict.fromkeys(str(i) for i in usable))
-
-
-def _fake_addresses(path: Path) -> tuple[str, ...]:
-    found = []
-    for line in (_read(path) or "").splitlines():
-        try:
-            found.append(ipaddress.ip_interface(line.strip()))
-        except ValueError:
-            continue
-    return _ordered(found)
-
-
-def interfaces(root: Path = Path("/")) -> tuple[Interface, ...]:
-    """Interfaces with a MAC address (not lo), physical ones first, each group by name."""
-    net = root / NET_DIR
-    try:
-        entries = sorted(net.iterdir())
-    except OSError:
-        return ()
-    real_root = root.resolve() == Path("/")
-    found = []
-    for entry in entries:
-        mac = _normal_mac(_read(entry / "address"))
-        if entry.name == "lo" or mac is None:
-            continue
-        if real_root:
-            addresses = _real_addresses(entry.name)
-        else:
-            addresses = _fake_addresses(entry / FAKE_ADDRESSES)
-        physical = (entry / "device").exists()
-        found.append((not physical, entry.name, Interface(entry.name, mac, addresses)))
-    found.sort(key=lambda item: item[:2])
-    return tuple(item[2] for item in found)
-
-
 def default_route_interface(root: Path = Path("/")) -> str | None:
     """The interface of the IPv4 default route with the lowest metric (root/proc/net/route)."""
     best: tuple[int, str] | None = None
@@ -342,7 +257,7 @@ def pxe_boot_mac(cmdline: str) -> str | None:
     parts = value.lower().replace(":", "-").split("-")
     if len(parts) == 7 and parts[0] == "01":  # 01 = Ethernet hardware type
         parts = parts[1:]
-    return _normal_mac(":".join(parts)) if len(parts) == 6 else None
+    return normal_mac(":".join(parts)) if len(parts) == 6 else None
 
 
 def _in_net(iface: Interface, net: str) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from autoconf import beacon
+from autoconf import beacon, prompt
 from autoconf.config import REGISTRY_PORT, Config
 
 __all__ = [
@@ -180,8 +180,6 @@ def _refusal(answer: str) -> str | None:
 
 
 def _ask(config: Config) -> Server | None:
-    from autoconf import prompt  # the console prompt is only loaded when every other source failed
-
     answer = prompt.ask(
         "OAR server address",
         "",

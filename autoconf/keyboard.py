@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoconf import proc
+from boot import proc
 
 XKB_SYMBOLS = Path("usr/share/X11/xkb/symbols")
 KBD_KEYMAPS = Path("usr/share/keymaps")

@@ -10,7 +10,7 @@ server yet, the watcher does the registering later (autoconf.outcome.Pending).
 has forgotten the node (it rebooted: its database lives in RAM) it registers again; it keeps
 /etc/hosts in step with the cluster; on SIGTERM (shutdown) it marks the node Absent in OAR.
 
-Every file is written through a root prefix and every command goes through autoconf.proc.
+Every file is written through a root prefix and every command goes through boot.proc.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autoconf import discover, etchosts, oarconf, proc, timing
+from autoconf import discover, etchosts, oarconf, timing
 from autoconf.client import Registration, RegistryClient, RegistryError, Unreachable
 from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
 from autoconf.detect import Detection, cluster_address
-from autoconf.files import write_if_changed
 from autoconf.outcome import Pending
+from boot import proc
+from boot.files import write_if_changed
 
 __all__ = ["NodeError", "handle", "watch_main"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from autoconf.files import write_if_changed
+from boot.files import write_if_changed
 
 __all__ = [
     "OAR_CONF",

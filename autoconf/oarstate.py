@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoconf import proc
 from autoconf.oarconf import OAR_CONF, parse
+from boot import proc
 
 __all__ = ["Oar", "OarError", "OarResource", "Runner"]
 

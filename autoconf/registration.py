@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autoconf.config import ConfigError
+from autoconf.detect import Detection
 
 __all__ = [
     "SERVER_STATE",
@@ -149,10 +150,8 @@ def check_token(body: Any, token: str) -> None:
         raise Unauthorized
 
 
-def validate_registration(body: Any, settings: RegistrySettings) -> tuple[Any, str, str]:
+def validate_registration(body: Any, settings: RegistrySettings) -> tuple[Detection, str, str]:
     """(Detection, OAR hostname, address) of a well-formed registration, else BadRequest."""
-    from autoconf.detect import Detection  # the agent's detection types (Helper A)
-
     _keys(body, "request", _REQUEST_KEYS)
     raw = _keys(body["detection"], "detection", _DETECTION_KEYS)
     server = settings.server

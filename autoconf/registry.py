@@ -30,8 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from autoconf import etchosts
+from autoconf import beacon, etchosts
 from autoconf.config import REGISTRY_PORT, ConfigError, read_config
+from autoconf.detect import Detection
 from autoconf.oarstate import Oar, OarError, OarResource
 from autoconf.registration import (
     SERVER_STATE,
@@ -43,6 +44,7 @@ from autoconf.registration import (
     is_oar_live_host,
     validate_registration,
 )
+from autoconf.resources import Resource, plan_resources
 
 __all__ = [
     "MAX_BODY",
@@ -74,7 +76,7 @@ class Registry:
     oar: Oar = field(default_factory=Oar)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def register(self, detection: Any, host: str, address: str) -> dict[str, Any]:
+    def register(self, detection: Detection, host: str, address: str) -> dict[str, Any]:
         """Make OAR hold exactly `detection`'s resources under `host`; the reply for the node."""
         with self.lock:
             current = self.oar.resources()
@@ -151,10 +153,8 @@ class Registry:
         }
 
 
-def _plan(detection: Any, host: str, others: list[OarResource]) -> list[Any]:
+def _plan(detection: Detection, host: str, others: list[OarResource]) -> list[Resource]:
     """The resources for `host`, cpu/core/thread ids continuing from the other hosts' maxima."""
-    from autoconf.resources import plan_resources  # Helper A: mirrors oar_resources_init
-
     def highest(name: str) -> int:
         return max((getattr(r, name) or 0 for r in others), default=0)
 
@@ -164,12 +164,10 @@ def _plan(detection: Any, host: str, others: list[OarResource]) -> list[Any]:
     )  # fmt: skip
 
 
-def _unchanged(detection: Any, host: str, mine: list[OarResource]) -> list[Any] | None:
+def _unchanged(detection: Detection, host: str, mine: list[OarResource]) -> list[Resource] | None:
     """The planned resources when OAR already holds exactly them for `host`, else None."""
     if not mine:
         return None
-    from autoconf.resources import plan_resources
-
     def lowest(name: str) -> int:
         values = [getattr(r, name) for r in mine if getattr(r, name) is not None]
         return min(values) - 1 if values else 0
@@ -337,10 +335,8 @@ def make_server(registry: Registry, host: str, port: int = REGISTRY_PORT) -> Thr
 # ----------------------------------------------------------------------------- entry point
 
 
-def _start_beacon(state: ServerState, port: int, token: str) -> Any:
-    """Announce the registry on the cluster network (autoconf.beacon, Helper B2)."""
-    from autoconf import beacon
-
+def _start_beacon(state: ServerState, port: int, token: str) -> beacon.BeaconSender | None:
+    """Announce the registry on the cluster network (autoconf.beacon)."""
     network = ipaddress.IPv4Network(state.network, strict=False)
     if network.is_loopback:
         return None  # a one-machine cluster without network: nobody to tell

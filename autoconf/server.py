@@ -9,6 +9,7 @@ oar-server, OAR's resource properties, and the registration service with its bea
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -18,11 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoconf import etchosts, oarconf, proc, timing
-from autoconf.files import write_if_changed
+from autoconf import etchosts, oarconf, timing
+from autoconf.config import Config
+from autoconf.detect import Detection, cluster_address
 from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError
 from autoconf.registration import SERVER_STATE, ServerState
+from boot import proc
+from boot.cmdline import read_cmdline
+from boot.files import write_if_changed
+from boot.pxe import configure as pxe
 
 __all__ = [
     "PROPERTIES",
@@ -84,10 +90,8 @@ def _step(name: str, ensure: Callable[[], bool], detail: str = "") -> bool:
     return changed
 
 
-def server_host(config: Any, detection: Any) -> ServerHost:
+def server_host(config: Config, detection: Detection) -> ServerHost:
     """The server's name and cluster address (loopback when the machine has no network)."""
-    from autoconf.detect import cluster_address
-
     address = cluster_address(detection, config.net)
     if address is None:
         return ServerHost(SERVER_HOSTNAME, ipaddress.IPv4Interface(LOOPBACK))
@@ -295,14 +299,14 @@ def ensure_properties(run: Runner = proc.run, root: Path = Path("/"),
 
 
 def ensure_registry(
-    host: ServerHost, detection: Any, root: Path = Path("/"), run: Runner = proc.run
+    host: ServerHost, detection: Detection, root: Path = Path("/"), run: Runner = proc.run
 ) -> bool:
     """The registration service (and beacon) runs with the server's current state."""
     state = ServerState(
         hostname=host.hostname,
         address=host.address,
         network=str(host.network),
-        detection_hostname=getattr(detection, "hostname", None),
+        detection_hostname=detection.hostname,
     )
     text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
     changed = write_if_changed(root / SERVER_STATE, text)
@@ -322,26 +326,26 @@ def ensure_registry(
 # ----------------------------------------------------------------------------- netboot
 
 
-def _prepare_netboot(config: Any, detection: Any, root: Path, run: Runner) -> Any:
+def _prepare_netboot(config: Config, detection: Detection, root: Path,
+                     run: Runner) -> pxe.Netboot | None:
     """oar.pxe=1: boot.pxe probes DHCP on the cluster network and picks its mode (before the
     server settles its address). A failure is reported; the cluster works without netboot."""
-    if not getattr(config, "pxe", False):
+    if not config.pxe:
         return None
-    from boot import pxe
-
     try:
-        return pxe.prepare(config, detection, root, run)
+        return pxe.prepare(config.net, detection.interfaces, root, run)
     except (pxe.PxeError, proc.CommandError, OSError) as exc:
         print(f"  server: netboot service           FAILED ({exc})", flush=True)
         return None
 
 
-def _start_netboot(netboot: Any, host: ServerHost, config: Any, root: Path,
+def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, root: Path,
                    run: Runner) -> None:
-    from boot import pxe
-
+    keys = pxe.node_keys(config.keymap, config.token,
+                         token_in_image=config.source("token") in ("default", "image"))
     try:
-        say("netboot service (PXE)", *pxe.start(netboot, host.interface, config, root, run))
+        say("netboot service (PXE)",
+            *pxe.start(netboot, host.interface, keys, read_cmdline(root), root, run))
     except (pxe.PxeError, proc.CommandError, OSError) as exc:
         print(f"  server: netboot service           FAILED ({exc})", flush=True)
 
@@ -349,11 +353,14 @@ def _start_netboot(netboot: Any, host: ServerHost, config: Any, root: Path,
 # ----------------------------------------------------------------------------- the role
 
 
-def handle(config: Any, detection: Any, root: Path = Path("/"), run: Runner = proc.run) -> str:
+def handle(config: Config, detection: Detection, root: Path = Path("/"),
+           run: Runner = proc.run) -> str:
     """Set this machine up as the OAR server; returns the server's hostname."""
     netboot = _prepare_netboot(config, detection, root, run)
     if netboot is not None:  # the cluster interface may just have been given its address
-        detection = netboot.detection
+        given = netboot.interface
+        detection = dataclasses.replace(detection, interfaces=tuple(
+            given if i.name == given.name else i for i in detection.interfaces))
     host = server_host(config, detection)
     if not re.match(r"^[a-z0-9-]+$", host.hostname):
         raise ServerError(f"invalid server hostname {host.hostname!r}")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from autoconf import detect as detection
+from boot import netif
 
 TARGET_MS = 100.0
 REPEAT = 30
@@ -25,7 +26,7 @@ def files_read(root: Path = Path("/")) -> list[Path]:
     for n in detection.online_cpus(root):
         topo = cpu / f"cpu{n}" / "topology"
         paths += [topo / "physical_package_id", topo / "core_id", topo / "thread_siblings_list"]
-    for entry in sorted((root / detection.NET_DIR).iterdir()):
+    for entry in sorted((root / netif.NET_DIR).iterdir()):
         paths.append(entry / "address")
     return paths
 

@@ -38,11 +38,11 @@ from pathlib import Path
 
 import yaml
 
-from autoconf.proc import CommandError
 from bench.timing import verdict
-from boot.qemu import VM, VMError, VMSpec
-from boot.vcluster import TCG
-from boot.vplan import extract_boot_files
+from boot.proc import CommandError
+from boot.vcluster.cli import TCG
+from boot.vcluster.plan import extract_boot_files
+from boot.vcluster.qemu import VM, VMError, VMSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from bench.timing import verdict
 from bench.vms import built_iso, vcluster
-from boot import vstage, vstate
-from boot.vstate import ClusterState
+from boot.vcluster import stage as vstage
+from boot.vcluster import state as vstate
+from boot.vcluster.state import ClusterState
 
 PROJECT = Path(__file__).resolve().parents[1]
 NETBOOT_TARGET = 1.5
@@ -102,7 +103,7 @@ def run() -> dict:
                     figures["pxe_all_s"] = round(power_cycle(state, everyone), 1)
             finally:
                 if state_dir is not None:
-                    subprocess.run([sys.executable, "-m", "boot.vcluster", "--state-dir",
+                    subprocess.run([sys.executable, "-m", "boot.vcluster.cli", "--state-dir",
                                     str(state_dir), "down"], check=False,
                                    stdout=subprocess.DEVNULL)
     netboot = figures["pxe_node_s"] / figures["iso_node_s"]

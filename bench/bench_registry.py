@@ -22,10 +22,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from autoconf import proc
 from autoconf.detect import Detection
 from autoconf.registry import Registry, RegistrySettings, ServerState
 from autoconf.resources import plan_resources
+from boot import proc
 from tests.autoconf.fakenodes import (
     detection_json,
     loopback_oar_server,

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from bench.vms import built_iso, vcluster
-from boot import vstate
-from boot.qemu import VM, VMSpec
-from boot.vcluster import TCG
-from boot.vplan import extract_boot_files
-from boot.vremote import Remote
+from boot.vcluster import state as vstate
+from boot.vcluster.cli import TCG
+from boot.vcluster.plan import extract_boot_files
+from boot.vcluster.qemu import VM, VMSpec
+from boot.vcluster.remote import Remote
 
 PROJECT = Path(__file__).resolve().parents[1]
 AGENT_READY = re.compile(r"^\s*ready in (\d+) s", re.M)

@@ -17,9 +17,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from autoconf import proc, server
+from autoconf import server
 from autoconf.oarstate import Oar
 from autoconf.registry import Registry, make_server
+from boot import proc
 
 LOOPBACK_SERVER = server.ServerHost("localhost", ipaddress.IPv4Interface("127.0.0.1/8"))
 HOST_DEBS = "postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl"

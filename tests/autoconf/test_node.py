@@ -23,12 +23,13 @@ from types import MappingProxyType
 
 import pytest
 
-from autoconf import node, proc
+from autoconf import node
 from autoconf.client import RegistryClient
 from autoconf.config import Config, Role, write_config
 from autoconf.detect import Cpu, Detection, Interface
 from autoconf.discover import Server, Source
 from autoconf.outcome import Pending
+from boot import proc
 
 TOKEN = "cluster-token-1234"
 HOST = "node-525400123456"

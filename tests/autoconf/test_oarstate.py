@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from autoconf.oarstate import Oar, OarError
-from autoconf.proc import CommandError
+from boot.proc import CommandError
 
 CONF = """\
 DB_HOSTNAME="10.0.0.1"

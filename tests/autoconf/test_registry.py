@@ -249,7 +249,7 @@ def _by_host(oar: Oar, hosts: set[str]) -> dict[str, list[OarResource]]:
 
 
 def _oarnodes_cpusets(host: str) -> list[int]:
-    from autoconf import proc
+    from boot import proc
 
     out = proc.run(["oarnodes", "-J", host], timeout=60).stdout
     return sorted(int(r["cpuset"]) for r in json.loads(out).values() if r["host"] == host)

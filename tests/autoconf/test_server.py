@@ -38,7 +38,7 @@ class FakeSystem:
         self.calls.append(argv)
         rc, out = self._answer(argv)
         if check and rc != 0:
-            from autoconf.proc import CommandError
+            from boot.proc import CommandError
 
             raise CommandError(argv, rc, "failed")
         return subprocess.CompletedProcess(argv, rc, out, "")
@@ -222,7 +222,7 @@ def test_a_failing_command_becomes_one_server_error(root):
 
     def broken(argv, **kwargs):
         if argv[:2] == ["oar-database", "--create"]:
-            from autoconf.proc import CommandError
+            from boot.proc import CommandError
 
             raise CommandError(argv, 1, "psql: could not connect")
         return system(argv, **kwargs)

@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 import pytest
 
-from boot import vstage, vstate
-from boot.vcluster import DEMO_JOB
-from boot.vremote import Remote, RemoteError
-from boot.vstate import ClusterState
+from boot.vcluster import stage as vstage
+from boot.vcluster import state as vstate
+from boot.vcluster.cli import DEMO_JOB
+from boot.vcluster.remote import Remote, RemoteError
+from boot.vcluster.state import ClusterState
 
 pytestmark = pytest.mark.e2e
 

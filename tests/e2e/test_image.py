@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from boot.qemu import VM, Firmware, VMSpec
+from boot.vcluster.qemu import VM, Firmware, VMSpec
 
 pytestmark = pytest.mark.e2e
 

@@ -18,10 +18,10 @@ from dataclasses import replace
 
 import pytest
 
-from boot import vstate
-from boot.vcluster import DEMO_JOB
-from boot.vremote import Remote
-from boot.vstate import ClusterState
+from boot.vcluster import state as vstate
+from boot.vcluster.cli import DEMO_JOB
+from boot.vcluster.remote import Remote
+from boot.vcluster.state import ClusterState
 
 pytestmark = pytest.mark.e2e
 

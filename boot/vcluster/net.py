@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoconf.proc import run
+from boot.proc import run
 
 NETNS_DIR = Path("/run/netns")
 NETNS_PREFIX = "oarvc-"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from boot import vplan
-from boot.vstate import ClusterState
+from boot.vcluster import plan as vplan
+from boot.vcluster.state import ClusterState
 
 
 def state_of(tmp_path: Path, machines) -> ClusterState:

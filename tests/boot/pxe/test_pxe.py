@@ -15,41 +15,28 @@ import sys
 import tempfile
 import threading
 import time
-from argparse import Namespace
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
 
-from autoconf.detect import Detection, Interface
-from boot import dhcpprobe, pxe, pxeserve
+from autoconf.detect import Interface
+from boot.pxe import configure as pxe
+from boot.pxe import dhcpprobe
+from boot.pxe import serve as pxeserve
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-def machine(*interfaces: Interface) -> Detection:
-    return Detection(hostname="oar-server", mac=interfaces[0].mac if interfaces else None,
-                     product_uuid=None, cpus=(), mem_mib=0, interfaces=interfaces,
-                     boot_interface=interfaces[0].name if interfaces else None)
 
 
 ETH0 = Interface("eth0", "52:54:00:00:00:01", ("192.168.1.20/24",))
 ETH1 = Interface("eth1", "52:54:00:00:00:02", ())
 
 
+KEYS = (("oar.keymap", "us"),)
+
+
 def offer(server: str, yiaddr: str) -> dhcpprobe.Offer:
     return dhcpprobe.Offer(server, server, yiaddr, server, "")
-
-
-class Config(Namespace):
-    def source(self, key):
-        return self.sources.get(key, "default")
-
-
-def config(**kw) -> Config:
-    values = dict(net=None, keymap="us", token="abc123", pxe=True, sources={})
-    values.update(kw)
-    return Config(**values)
 
 
 def plan(mode=pxe.Mode.AUTHORITATIVE, **kw) -> pxe.Plan:
@@ -81,15 +68,15 @@ def test_a_site_dhcp_server_makes_us_a_proxy_and_is_named():
 
 def test_several_interfaces_without_oar_net_are_refused_with_advice():
     with pytest.raises(pxe.PxeError, match="oar.net=<interface>"):
-        pxe.cluster_interface(config(), machine(ETH0, ETH1))
+        pxe.cluster_interface(None, (ETH0, ETH1))
 
 
 def test_the_cluster_interface_is_the_one_oar_net_names_or_the_only_one():
-    assert pxe.cluster_interface(config(net="eth1"), machine(ETH0, ETH1)) is ETH1
-    assert pxe.cluster_interface(config(net="192.168.1.0/24"), machine(ETH0, ETH1)) is ETH0
-    assert pxe.cluster_interface(config(), machine(ETH1)) is ETH1
+    assert pxe.cluster_interface("eth1", (ETH0, ETH1)) is ETH1
+    assert pxe.cluster_interface("192.168.1.0/24", (ETH0, ETH1)) is ETH0
+    assert pxe.cluster_interface(None, (ETH1,)) is ETH1
     with pytest.raises(pxe.PxeError, match="no such interface"):
-        pxe.cluster_interface(config(net="eth7"), machine(ETH0, ETH1))
+        pxe.cluster_interface("eth7", (ETH0, ETH1))
 
 
 def test_static_address_comes_from_oar_net_else_a_private_default():
@@ -199,9 +186,8 @@ def test_served_ipxe_menu_boots_node_with_bootif_by_http():
 
 
 def test_nodes_get_the_servers_keymap_and_a_token_only_when_not_baked_in_the_image():
-    assert pxe.node_keys(config(keymap="de", sources={"token": "image"})) == (
-        ("oar.keymap", "de"),)
-    keys = dict(pxe.node_keys(config(sources={"token": "cmdline"})))
+    assert pxe.node_keys("de", "abc123", token_in_image=True) == (("oar.keymap", "de"),)
+    keys = dict(pxe.node_keys("us", "abc123", token_in_image=False))
     assert keys["oar.token"] == "abc123"
 
 
@@ -241,13 +227,11 @@ class Recorder:
 
 def test_authoritative_server_without_address_takes_one_and_says_so(tmp_path, capsys):
     run = Recorder()
-    netboot = pxe.prepare(config(net="eth1"), machine(ETH0, ETH1), tmp_path, run,
+    netboot = pxe.prepare("eth1", (ETH0, ETH1), tmp_path, run,
                           probe=lambda iface, seconds: [])
-    assert netboot.mode is pxe.Mode.AUTHORITATIVE and netboot.interface == "eth1"
+    assert netboot.mode is pxe.Mode.AUTHORITATIVE and netboot.interface.name == "eth1"
     assert ["ip", "addr", "replace", "10.66.0.1/24", "dev", "eth1"] in run.calls
-    eth1 = netboot.detection.interface("eth1")
-    assert eth1.addresses[0] == "10.66.0.1/24"
-    assert netboot.detection.interface("eth0") == ETH0  # the other interface is untouched
+    assert netboot.interface.addresses[0] == "10.66.0.1/24"
     assert "taking 10.66.0.1/24" in capsys.readouterr().out
 
 
@@ -256,7 +240,7 @@ def test_under_networkd_the_address_is_kept_by_a_runtime_network_file(tmp_path, 
         (tmp_path / folder).mkdir(parents=True)
     monkeypatch.setattr(pxe.shutil, "which", lambda name: f"/usr/bin/{name}")
     run = Recorder(addresses={"eth1": ["10.5.0.1/16"]})
-    pxe.prepare(config(net="10.5.0.0/16"), machine(ETH1), tmp_path, run,
+    pxe.prepare("10.5.0.0/16", (ETH1,), tmp_path, run,
                 probe=lambda iface, seconds: [])
     network = (tmp_path / "run/systemd/network/10-oar-live-pxe-eth1.network").read_text()
     assert "Name=eth1" in network and "Address=10.5.0.1/16" in network
@@ -266,7 +250,7 @@ def test_under_networkd_the_address_is_kept_by_a_runtime_network_file(tmp_path, 
 
 def test_probe_runs_on_the_cluster_interface_only(tmp_path):
     probed = []
-    pxe.prepare(config(net="eth0"), machine(ETH0, ETH1), tmp_path, Recorder(),
+    pxe.prepare("eth0", (ETH0, ETH1), tmp_path, Recorder(),
                 probe=lambda iface, seconds: probed.append(iface) or [])
     assert probed == ["eth0"]
 
@@ -274,11 +258,11 @@ def test_probe_runs_on_the_cluster_interface_only(tmp_path):
 def test_proxy_mode_keeps_the_site_address(tmp_path):
     run = Recorder()
     site = offer("192.168.1.1", "192.168.1.99")
-    netboot = pxe.prepare(config(net="eth0"), machine(ETH0, ETH1), tmp_path, run,
+    netboot = pxe.prepare("eth0", (ETH0, ETH1), tmp_path, run,
                           probe=lambda iface, seconds: [site])
     assert (netboot.mode, netboot.other_dhcp) == (pxe.Mode.PROXY, "192.168.1.1")
     assert not [c for c in run.calls if c[:2] == ["ip", "addr"]]
-    assert netboot.detection.interface("eth0") == ETH0
+    assert netboot.interface == ETH0
 
 
 def fake_image(root: Path) -> Path:
@@ -299,10 +283,10 @@ def test_start_writes_the_service_files_and_restarts_only_on_change(tmp_path):
     root = fake_image(tmp_path)
     (root / "run/systemd/system").mkdir(parents=True)
     run = Recorder()
-    netboot = pxe.Netboot("eth1", pxe.Mode.AUTHORITATIVE, None, machine(ETH1))
+    netboot = pxe.Netboot(ETH1, pxe.Mode.AUTHORITATIVE, None)
     address = ipaddress.IPv4Interface("10.66.0.1/24")
     cmdline = "boot=live console=ttyS0,115200n8 oar.role=server oar.pxe=1"
-    assert pxe.start(netboot, address, config(), root, run, cmdline) == (
+    assert pxe.start(netboot, address, KEYS, cmdline, root, run) == (
         True, "authoritative on eth1")
     assert ["systemctl", "restart", pxe.UNIT] in run.calls
     state = root / pxe.STATE_DIR
@@ -316,15 +300,15 @@ def test_start_writes_the_service_files_and_restarts_only_on_change(tmp_path):
     saved = pxe.Plan.from_json(json.loads((state / "plan.json").read_text()))
     assert saved.files.squashfs == root / pxe.MEDIUM / "live/filesystem.squashfs"
     run.calls.clear()
-    assert pxe.start(netboot, address, config(), root, run, cmdline)[0] is False
+    assert pxe.start(netboot, address, KEYS, cmdline, root, run)[0] is False
     assert ["systemctl", "restart", pxe.UNIT] not in run.calls
 
 
 def test_start_without_the_boot_medium_explains(tmp_path):
-    netboot = pxe.Netboot("eth1", pxe.Mode.AUTHORITATIVE, None, machine(ETH1))
+    netboot = pxe.Netboot(ETH1, pxe.Mode.AUTHORITATIVE, None)
     with pytest.raises(pxe.PxeError, match="not booted from an OAR Live ISO"):
-        pxe.start(netboot, ipaddress.IPv4Interface("10.66.0.1/24"), config(), tmp_path,
-                  Recorder(), "")
+        pxe.start(netboot, ipaddress.IPv4Interface("10.66.0.1/24"), KEYS, "", tmp_path,
+                  Recorder())
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -476,9 +460,10 @@ def fake_medium(tmp: Path) -> Path:
 def setup_service(lan: Lan, ns: str, tmp: Path) -> tuple[subprocess.CompletedProcess, Path]:
     state = tmp / "state"
     env = ["env", f"PYTHONPATH={PROJECT}", sys.executable]
-    result = ns_run(ns, *env, "-m", "boot.pxe", "setup", "--interface", "eth0", "--medium",
-                    str(tmp / "medium"), "--state", str(state), "--keymap", "fr", timeout=60)
-    lan.start(ns, [*env, "-m", "boot.pxeserve", "--state", str(state)], tmp / "serve.log")
+    result = ns_run(ns, *env, "-m", "boot.pxe.configure", "setup", "--interface", "eth0",
+                    "--medium", str(tmp / "medium"), "--state", str(state), "--keymap", "fr",
+                    timeout=60)
+    lan.start(ns, [*env, "-m", "boot.pxe.serve", "--state", str(state)], tmp / "serve.log")
     wait_listening(ns, pxe.HTTP_PORT)
     return result, state
 
@@ -599,8 +584,9 @@ def test_beside_a_site_dhcp_server_the_service_is_a_proxy(lan, work):
 
 
 def test_vcluster_pxe_netboots_the_nodes_from_a_server_with_oar_pxe(tmp_path):
-    from boot import vnet, vplan
-    from boot.vstate import ClusterState
+    from boot.vcluster import net as vnet
+    from boot.vcluster import plan as vplan
+    from boot.vcluster.state import ClusterState
 
     machines = vplan.plan_machines(2, [1], [1536], 1, 1024)
     server, node = machines[0], machines[1]

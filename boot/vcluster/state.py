@@ -60,7 +60,7 @@ class ClusterState:
     started: float = field(default_factory=time.time)
 
     def serial_log(self, machine: Machine) -> Path:
-        return self.state_dir / f"{machine.name}.serial.log"  # where boot.qemu.VMSpec puts it
+        return self.state_dir / f"{machine.name}.serial.log"  # where qemu.VMSpec puts it
 
     def machine(self, name: str) -> Machine:
         for m in self.machines:

@@ -4,11 +4,11 @@ From the files already on the server's boot medium (live/vmlinuz, live/initrd.im
 live/filesystem.squashfs under /run/live/medium) it serves, on the cluster network only:
 
 - DHCP with dnsmasq: authoritative when no other DHCP server answers a probe there
-  (boot.dhcpprobe), proxy-DHCP beside the site's server otherwise (the site gives addresses,
+  (boot.pxe.dhcpprobe), proxy-DHCP beside the site's server otherwise (the site gives addresses,
   we give the boot file); the console says which, and that no other interface is answered;
 - TFTP: BIOS loaders (lpxelinux.0 + its .c32 modules and pxelinux.cfg/default) and UEFI ones
   (snponly.efi, ipxe.efi from Debian's ipxe); iPXE clients get boot.ipxe;
-- HTTP (boot.pxeserve): kernel, initrd, squashfs and boot.ipxe, read-only, nothing else.
+- HTTP (boot.pxe.serve): kernel, initrd, squashfs and boot.ipxe, read-only, nothing else.
 
 The menus come from isolinux/menu.yaml through boot.menus, like the ISO's, and boot the `node`
 entry after a few seconds with `oar.role=node oar.server=<server> oar.keymap=<server's>` and
@@ -20,10 +20,10 @@ The agent's server role calls `prepare()` (probe, mode, an address for the clust
 in authoritative mode when it has none) before it settles its own address, then `start()`
 (files under /run/oar-live/pxe, oar-live-pxe.service). By hand, without the agent:
 
-    python3 -m boot.pxe setup --interface eth1 [--medium DIR] [--state DIR]
-    python3 -m boot.pxeserve [--state DIR]
+    python3 -m boot.pxe.configure setup --interface eth1 [--medium DIR] [--state DIR]
+    python3 -m boot.pxe.serve [--state DIR]
 
-boot.pxeplan renders what is served (dnsmasq.conf, menus); boot.pxeserve runs it.
+boot.pxe.plan renders what is served (dnsmasq.conf, menus); boot.pxe.serve runs it.
 Runs inside the image: standard library, PyYAML, Jinja2.
 """
 
@@ -36,15 +36,16 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoconf import proc
-from autoconf.files import write_if_changed
-from boot import dhcpprobe
-from boot.pxeplan import (  # noqa: F401 - the plan's names, for the agent and the tests
+from boot import netif, proc
+from boot.files import write_if_changed
+from boot.netif import Interface
+from boot.pxe import dhcpprobe
+from boot.pxe.plan import (  # noqa: F401 - the plan's names, for the agent and the tests
     BIOS_LOADER,
     HTTP_PORT,
     IPXE_SCRIPT,
@@ -83,19 +84,18 @@ Probe = Callable[[str, float], list[dhcpprobe.Offer]]
 class Netboot:
     """What `prepare` decided: the cluster interface, the DHCP mode, the machine as it is now."""
 
-    interface: str
+    interface: Interface  # the cluster interface, with the address it has (or was given)
     mode: Mode
     other_dhcp: str | None
-    detection: Any  # autoconf.detect.Detection, with the address given to the interface
 
 
 # ----------------------------------------------------------------------------- decisions
 
 
-def cluster_interface(config: Any, detection: Any) -> Any:
-    """The one interface DHCP may be answered on: `oar.net`, else the machine's only one."""
-    found = list(detection.interfaces)
-    net = getattr(config, "net", None)
+def cluster_interface(net: str | None, interfaces: Sequence[Interface]) -> Interface:
+    """The one interface DHCP may be answered on: `oar.net` (an interface name or a network),
+    else the machine's only one."""
+    found = list(interfaces)
     if net and "/" not in net:
         chosen = [i for i in found if i.name == net]
         if not chosen:
@@ -136,7 +136,7 @@ def static_address(net: str | None) -> ipaddress.IPv4Interface:
     return DEFAULT_ADDRESS
 
 
-def ipv4_of(interface: Any) -> list[ipaddress.IPv4Interface]:
+def ipv4_of(interface: Interface) -> list[ipaddress.IPv4Interface]:
     return [a for a in map(ipaddress.ip_interface, interface.addresses)
             if isinstance(a, ipaddress.IPv4Interface)]
 
@@ -196,12 +196,13 @@ def _wait_address(interface: str, run: Runner, seconds: float,
         time.sleep(0.5)
 
 
-def prepare(config: Any, detection: Any, root: Path = Path("/"), run: Runner = proc.run,
-            probe: Probe | None = None, networkd: bool | None = None) -> Netboot:
+def prepare(net: str | None, interfaces: Sequence[Interface], root: Path = Path("/"),
+            run: Runner = proc.run, probe: Probe | None = None, networkd: bool | None = None
+            ) -> Netboot:
     """Probe DHCP on the cluster interface, choose the mode and make sure the interface has an
     IPv4 address (in authoritative mode, one we give it; in proxy mode, the site's lease)."""
-    iface = cluster_interface(config, detection)
-    own = {str(a.ip) for i in detection.interfaces for a in ipv4_of(i)}
+    iface = cluster_interface(net, interfaces)
+    own = {str(a.ip) for i in interfaces for a in ipv4_of(i)}
     _say(f"PXE: looking for another DHCP server on {iface.name} ({PROBE_SECONDS:g} s)")
     try:
         offers = (probe or dhcpprobe.discover)(iface.name, PROBE_SECONDS)
@@ -211,7 +212,7 @@ def prepare(config: Any, detection: Any, root: Path = Path("/"), run: Runner = p
     addresses = ipv4_of(iface)
     if not addresses:
         if mode is Mode.AUTHORITATIVE:
-            wanted = static_address(getattr(config, "net", None))
+            wanted = static_address(net)
             _say(f"PXE: {iface.name} has no address: taking {wanted}")
             if networkd is None:
                 networkd = networkd_runs(root)
@@ -223,11 +224,7 @@ def prepare(config: Any, detection: Any, root: Path = Path("/"), run: Runner = p
             raise PxeError(f"{iface.name} has no IPv4 address: cannot serve netboot there")
     updated = dataclasses.replace(
         iface, addresses=tuple(dict.fromkeys([*map(str, addresses), *iface.addresses])))
-    detection = dataclasses.replace(
-        detection,
-        interfaces=tuple(updated if i.name == iface.name else i for i in detection.interfaces),
-    )
-    return Netboot(iface.name, mode, other.server if other else None, detection)
+    return Netboot(updated, mode, other.server if other else None)
 
 
 def write_state(plan: Plan, state: Path, root: Path = Path("/"), base_cmdline: str = "") -> bool:
@@ -257,23 +254,21 @@ def base_cmdline(root: Path) -> str:
         return DEFAULT_KERNEL_CMDLINE
 
 
-def start(netboot: Netboot, address: ipaddress.IPv4Interface, config: Any,
-          root: Path = Path("/"), run: Runner = proc.run, cmdline: str | None = None,
-          ) -> tuple[bool, str]:
+def start(netboot: Netboot, address: ipaddress.IPv4Interface,
+          keys: tuple[tuple[str, str], ...], cmdline: str,
+          root: Path = Path("/"), run: Runner = proc.run) -> tuple[bool, str]:
     """Write the service's files and (re)start oar-live-pxe.service when they changed.
 
+    `keys` are the `oar.*` keys every netbooted node gets besides its role and server
+    (`node_keys()` of boot.pxe.plan), `cmdline` the server's own kernel line.
     Returns (changed, a short description) for the server role's console line.
     """
-    if cmdline is None:
-        from autoconf.config import read_cmdline
-
-        cmdline = read_cmdline(root)
     plan = Plan(
-        interface=netboot.interface,
+        interface=netboot.interface.name,
         address=address,
         mode=netboot.mode,
         files=boot_files(root / MEDIUM),
-        node_keys=node_keys(config),
+        node_keys=keys,
         default_entry=default_entry(cmdline),
         other_dhcp=netboot.other_dhcp,
     )
@@ -282,7 +277,7 @@ def start(netboot: Netboot, address: ipaddress.IPv4Interface, config: Any,
     changed = write_state(plan, state, root, base_cmdline(root))
     detail = f"{plan.mode.value} on {plan.interface}"
     if not (root / "run/systemd/system").is_dir():
-        _say(f"PXE: no systemd here: run `python3 -m boot.pxeserve --state {state}`")
+        _say(f"PXE: no systemd here: run `python3 -m boot.pxe.serve --state {state}`")
         return changed, detail
     active = run(["systemctl", "is-active", "--quiet", UNIT], check=False, timeout=30)
     if active.returncode == 0 and not changed:
@@ -295,7 +290,7 @@ def start(netboot: Netboot, address: ipaddress.IPv4Interface, config: Any,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m boot.pxe",
+    parser = argparse.ArgumentParser(prog="python3 -m boot.pxe.configure",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     setup = sub.add_parser("setup", help="probe DHCP, choose the mode, write the service files")
@@ -308,26 +303,20 @@ def main(argv: list[str] | None = None) -> int:
     setup.add_argument("--serial", action="store_true",
                        help="nodes boot with their console on the first serial port")
     args = parser.parse_args(argv)
-    from autoconf.detect import Detection, Interface, interfaces
-
-    found = [i for i in interfaces() if i.name == args.interface]
+    found = [i for i in netif.interfaces() if i.name == args.interface]
     if not found:
-        print(f"boot.pxe: no interface {args.interface}", file=sys.stderr)
+        print(f"boot.pxe.configure: no interface {args.interface}", file=sys.stderr)
         return 2
-    machine = Detection(hostname="oar-server", mac=found[0].mac, product_uuid=None, cpus=(),
-                        mem_mib=0, interfaces=tuple(found), boot_interface=args.interface)
-    config = argparse.Namespace(net=args.interface, keymap=args.keymap, token="")
     try:
-        netboot = prepare(config, machine, networkd=False)  # by hand: `ip` only
-        iface: Interface = next(i for i in netboot.detection.interfaces
-                                if i.name == args.interface)
-        plan = Plan(args.interface, ipv4_of(iface)[0], netboot.mode, boot_files(args.medium),
+        netboot = prepare(args.interface, found, networkd=False)  # by hand: `ip` only
+        plan = Plan(args.interface, ipv4_of(netboot.interface)[0], netboot.mode,
+                    boot_files(args.medium),
                     args.http_port, (("oar.keymap", args.keymap),),
                     "node-serial" if args.serial else "node", netboot.other_dhcp)
         _say(plan.announce())
         write_state(plan, args.state, Path("/"), base_cmdline(Path("/")))
     except (PxeError, proc.CommandError) as exc:
-        print(f"boot.pxe: {exc}", file=sys.stderr)
+        print(f"boot.pxe.configure: {exc}", file=sys.stderr)
         return 1
     print(f"mode={plan.mode.value} address={plan.address.ip} state={args.state}")
     return 0

@@ -7,7 +7,7 @@ given interface, reads the answers for a few seconds and never requests or accep
 It speaks for a machine the network has never seen (a random locally administered MAC), which
 is what a netbooting node is: a DHCP server that answers only known machines does not count.
 
-    python3 -m boot.dhcpprobe eth1 [--seconds 4] [--vendor-class PXEClient:...]
+    python3 -m boot.pxe.dhcpprobe eth1 [--seconds 4] [--vendor-class PXEClient:...]
 
 Runs inside the image: standard library only; needs root (CAP_NET_RAW).
 """
@@ -268,7 +268,7 @@ def other_dhcp_servers(offers: list[Offer], own: set[str]) -> list[Offer]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m boot.dhcpprobe",
+    parser = argparse.ArgumentParser(prog="python3 -m boot.pxe.dhcpprobe",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("interface")
     parser.add_argument("--seconds", type=float, default=4.0)

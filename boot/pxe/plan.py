@@ -3,8 +3,8 @@
 A `Plan` says which interface and address, which DHCP mode and which files; from it come
 dnsmasq.conf (DHCP or proxy-DHCP, and TFTP, on that interface only) and the menus rendered by
 boot.menus from isolinux/menu.yaml (pxelinux.cfg/default and boot.ipxe) that boot a node with
-`oar.role=node oar.server=<server>` and live-boot's `fetch=` of the squashfs. boot.pxe decides
-and writes the plan; boot.pxeserve runs it.
+`oar.role=node oar.server=<server>` and live-boot's `fetch=` of the squashfs.
+boot.pxe.configure decides and writes the plan; boot.pxe.serve runs it.
 
 Runs inside the image: standard library, PyYAML, Jinja2.
 """
@@ -77,7 +77,7 @@ def boot_files(medium: Path) -> BootFiles:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything the service needs; written to plan.json for boot.pxeserve."""
+    """Everything the service needs; written to plan.json for boot.pxe.serve."""
 
     interface: str
     address: ipaddress.IPv4Interface  # the server on the cluster network
@@ -138,7 +138,8 @@ def dnsmasq_conf(plan: Plan, state: Path) -> str:
     """dnsmasq's whole configuration: DHCP (or proxy-DHCP) and TFTP on one interface, no DNS."""
     net = plan.address.network
     lines = [
-        "# OAR Live netboot service (boot/pxe.py). DHCP and TFTP on the cluster interface only.",
+        "# OAR Live netboot service (boot/pxe/configure.py). DHCP and TFTP on the cluster "
+        "interface only.",
         "port=0",  # no DNS
         f"interface={plan.interface}",
         "bind-interfaces",
@@ -204,13 +205,11 @@ def render_menus(plan: Plan, base_cmdline: str) -> dict[str, str]:
         raise PxeError(f"cannot render the netboot menus: {exc}") from None
 
 
-def node_keys(config: Any) -> tuple[tuple[str, str], ...]:
+def node_keys(keymap: str, token: str, token_in_image: bool) -> tuple[tuple[str, str], ...]:
     """What nodes are told on their kernel line besides role and server: the server's keymap,
     and its token when it did not come with the image (nodes boot the same image)."""
-    keys = [("oar.keymap", str(getattr(config, "keymap", "us") or "us"))]
-    token = getattr(config, "token", "")
-    source = config.source("token") if hasattr(config, "source") else "image"
-    if token and source not in ("default", "image"):
+    keys = [("oar.keymap", keymap or "us")]
+    if token and not token_in_image:
         keys.append(("oar.token", token))
     return tuple(keys)
 

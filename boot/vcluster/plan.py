@@ -1,7 +1,7 @@
 """What a virtual cluster is made of before it runs: the VMs, their kernel lines, their qemu.
 
 From the ISO (read with xorriso, never mounted) come the kernel, the initrd and the live
-system's own kernel keys; each VM gets them plus its role pre-answered (boot.vcluster starts
+system's own kernel keys; each VM gets them plus its role pre-answered (boot.vcluster.cli starts
 them). Nothing here starts a process but xorriso.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoconf.proc import run
-from boot import vnet
-from boot.qemu import Firmware, VMSpec
-from boot.vstate import ClusterState, Machine
+from boot.proc import run
+from boot.vcluster import net as vnet
+from boot.vcluster.qemu import Firmware, VMSpec
+from boot.vcluster.state import ClusterState, Machine
 
 
 class VClusterError(Exception):

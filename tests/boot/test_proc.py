@@ -2,7 +2,7 @@
 
 import pytest
 
-from autoconf.proc import CommandError, run
+from boot.proc import CommandError, run
 
 pytestmark = pytest.mark.spawns
 

@@ -1,7 +1,7 @@
 """The running netboot service: dnsmasq (DHCP + TFTP) and a read-only HTTP server, together.
 
 Run by oar-live-pxe.service (or by hand) once boot.pxe wrote /run/oar-live/pxe/plan.json and
-dnsmasq.conf: `python3 -m boot.pxeserve [--state DIR]`. The HTTP server listens on the
+dnsmasq.conf: `python3 -m boot.pxe.serve [--state DIR]`. The HTTP server listens on the
 server's cluster address only and sends exactly the kernel, the initrd, the squashfs and
 boot.ipxe (GET and HEAD, Range for resumed downloads); any other path is 404. dnsmasq runs in
 the foreground as this process's child; when either stops, both stop.
@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from boot.pxeplan import IPXE_SCRIPT, STATE_DIR, Plan
+from boot.pxe.plan import IPXE_SCRIPT, STATE_DIR, Plan
 
 __all__ = ["BootFileServer", "serve"]
 
@@ -98,7 +98,7 @@ def serve(state: Path) -> int:
         plan = Plan.from_json(json.loads((state / "plan.json").read_text()))
     except (OSError, ValueError, KeyError) as exc:
         print(f"pxeserve: no usable {state / 'plan.json'} ({exc}): run the server role "
-              "with oar.pxe=1, or `python3 -m boot.pxe setup`", file=sys.stderr)
+              "with oar.pxe=1, or `python3 -m boot.pxe.configure setup`", file=sys.stderr)
         return 2
     print(plan.announce(), flush=True)
     try:
@@ -139,7 +139,7 @@ def serve(state: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m boot.pxeserve",
+    parser = argparse.ArgumentParser(prog="python3 -m boot.pxe.serve",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--state", type=Path, default=Path("/") / STATE_DIR)
     return serve(parser.parse_args(argv).state)

@@ -1,7 +1,7 @@
 import os
 from pathlib import Path
 
-from autoconf.files import write_if_changed
+from boot.files import write_if_changed
 
 
 def test_new_file_gets_the_mode_and_the_content(tmp_path: Path):

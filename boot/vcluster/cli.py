@@ -6,10 +6,10 @@
 
 `up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
 the server by its beacon) from the ISO's kernel and initrd with the kernel line set per VM
-(boot.vplan), the ISO as their CD (live-boot finds the squashfs there), on a private LAN
-(boot.vnet). It shows each VM's stage from its serial log (boot.vstage) and the server's
+(boot.vcluster.plan), the ISO as their CD (live-boot finds the squashfs there), on a private LAN
+(boot.vcluster.net). It shows each VM's stage from its serial log (vcluster.stage) and the server's
 `oar-autoconf status`, and returns once N nodes are Alive, or fails with the log lines that
-explain why. Everything it makes is recorded in the state directory (boot.vstate) so `down`
+explain why. Everything it makes is recorded in the state directory (boot.vcluster.state) so `down`
 removes it all, also after a crash. Needs root (network namespace, taps), qemu, dnsmasq and ssh.
 
 `--pxe`: the nodes have no CD and no kernel: they netboot (`-boot n`, Debian's ipxe-qemu ROM)
@@ -30,18 +30,20 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from autoconf.proc import CommandError
-from boot import vnet, vstage, vstate
-from boot.vplan import (
+from boot.proc import CommandError
+from boot.vcluster import net as vnet
+from boot.vcluster import stage as vstage
+from boot.vcluster import state as vstate
+from boot.vcluster.plan import (
     VClusterError,
     extract_boot_files,
     kernel_cmdline,
     plan_machines,
     vm_spec,
 )
-from boot.vremote import Remote, RemoteError
-from boot.vstage import Stage
-from boot.vstate import ClusterState, Machine
+from boot.vcluster.remote import Remote, RemoteError
+from boot.vcluster.stage import Stage
+from boot.vcluster.state import ClusterState, Machine
 
 TCG = "tcg,tb-size=256"
 KVM_PROBE_SECONDS = 8.0  # a working KVM prints the kernel banner in well under a second

@@ -4,7 +4,7 @@ import ipaddress
 import socket
 import struct
 
-from boot import dhcpprobe
+from boot.pxe import dhcpprobe
 
 
 def _offer_packet(xid, yiaddr, server, file=b"", options=b"", dport=68, message_type=2):

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoconf.proc import CommandError, run
-from boot.vnet import VirtualNetwork
-from boot.vstate import ClusterState, Machine
+from boot.proc import CommandError, run
+from boot.vcluster.net import VirtualNetwork
+from boot.vcluster.state import ClusterState, Machine
 
 DEFAULT_PASSWORD = "live"  # the recipe's job_user_password: documented, not a secret
 SSH_OPTIONS = (

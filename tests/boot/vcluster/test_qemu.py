@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from boot.qemu import VM, Firmware, VMError, VMSpec
+from boot.vcluster.qemu import VM, Firmware, VMError, VMSpec
 
 
 def option_values(argv, option):
@@ -39,7 +39,7 @@ def test_disk_vm_keeps_the_image_unchanged_and_gets_its_network(tmp_path):
 def test_kernel_vm_passes_its_command_line_and_uefi_uses_a_private_vars_copy(tmp_path, monkeypatch):
     vars_file = tmp_path / "vars.fd"
     vars_file.write_bytes(b"v")
-    monkeypatch.setattr("boot.qemu.OVMF_VARS", vars_file)
+    monkeypatch.setattr("boot.vcluster.qemu.OVMF_VARS", vars_file)
     spec = VMSpec("k", tmp_path, kernel=Path("/k"), initrd=Path("/i"), append="boot=live a=b",
                   firmware=Firmware.UEFI)
     argv = spec.argv()
