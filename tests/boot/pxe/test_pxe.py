@@ -25,7 +25,7 @@ from boot.pxe import configure as pxe
 from boot.pxe import dhcpprobe
 from boot.pxe import serve as pxeserve
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 ETH0 = Interface("eth0", "52:54:00:00:00:01", ("192.168.1.20/24",))
@@ -565,7 +565,7 @@ def test_beside_a_site_dhcp_server_the_service_is_a_proxy(lan, work):
     # server (port 4011) for the file, as a PXE ROM does.
     ns_run(client, "ip", "addr", "add", f"{lease['ip']}/24", "dev", "eth0")
     probe = (
-        "import sys; from boot import dhcpprobe as d; mac = d.random_mac()\n"
+        "import sys; from boot.pxe import dhcpprobe as d; mac = d.random_mac()\n"
         "for o in d.discover('eth0', 5, mac=mac, vendor_class="
         "'PXEClient:Arch:00000:UNDI:002001', client_arch=0):\n"
         "    ack = None if o.gives_address else d.request_boot_file(sys.argv[1], o, mac)\n"
