@@ -81,6 +81,7 @@ class Workspace:
         self.scripts = directory / "scripts"
         self.log = directory / "build.log"
         self.state_file = directory / "state.json"
+        self.report = directory / "report.txt"  # lines the scripts leave for the user
         self._lock = None
 
     def open(self) -> None:
@@ -184,6 +185,7 @@ class Engine:
         self.workspace.open()
         try:
             self._write_variables()
+            self.workspace.report.unlink(missing_ok=True)
             with self.store.in_use():
                 finished = self._run(compiled, keys)
         finally:
@@ -284,6 +286,9 @@ class Engine:
                 self._stopped(macro, last, steps, i)
                 return False
         self.progress.summary()
+        if ws.report.exists():
+            for line in ws.report.read_text(errors="replace").splitlines():
+                self.progress.say(line)
         return True
 
     def _start(self, steps: dict[str, StepState], keys: list[str]) -> tuple[int, int]:

@@ -206,3 +206,16 @@ def test_resolved_variables_are_written_for_the_recipe(project):
 
     variables = yaml.safe_load((project.work / "variables.yaml").read_text())
     assert variables["greeting"] == "hello" and variables["distrib"] == "test"
+
+
+def test_lines_a_script_leaves_for_the_user_are_printed_after_the_summary(project, capsys):
+    project.write("export.yaml", """
+        - pack:
+            - exec_current: echo "password of this build 1234" >> $$build_dir/report.txt
+        """)
+    assert main([str(project.recipes / "r.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("password of this build 1234")
+    assert out.index("total") < out.index("password of this build")
+    assert main([str(project.recipes / "r.yaml")]) == 0
+    assert capsys.readouterr().out.count("password of this build") == 1  # this build's only
