@@ -43,6 +43,7 @@ from boot.proc import CommandError
 from boot.vcluster.cli import TCG
 from boot.vcluster.plan import extract_boot_files
 from boot.vcluster.qemu import VM, VMError, VMSpec
+from boot.vcluster.remote import read_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
@@ -52,7 +53,6 @@ LB_CACHE = Path("/var/cache/oar-live/live-build")  # live-build's cache/, kept b
 LB_ISO = "live-image-amd64.hybrid.iso"
 HOST_SOURCES = Path("/etc/apt/sources.list.d")
 PACKAGE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
-USER, PASSWORD = "user", "live"  # the recipe's job_user / job_user_password
 NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
 BUILD_TIMEOUT_S = 1800
 BUILD_TARGET, SIZE_TARGET, MENU_TARGET, NODE_RAM_TARGET_MIB = 0.5, 0.85, 0.2, 400
@@ -318,7 +318,8 @@ def boot_node(iso: Path, tmp: Path) -> dict:
         vm.wait_for(r"\blogin: ", 900)
         to_login = time.monotonic() - started
         vm.send("\n")  # getty prints its prompt again for login() to answer
-        vm.login(USER, PASSWORD, timeout=120)
+        credentials = read_credentials(iso)
+        vm.login(credentials.user, credentials.password, timeout=120)
         _, cmdline = vm.run("cat /proc/cmdline", 30)
         if "oar.role=node" not in cmdline:
             raise BenchError(f"the VM did not boot the node role: {cmdline}")

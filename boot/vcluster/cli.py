@@ -21,6 +21,7 @@ LAN's own DHCP server answers the server only, so the server gives the nodes the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import socket
@@ -41,7 +42,7 @@ from boot.vcluster.plan import (
     plan_machines,
     vm_spec,
 )
-from boot.vcluster.remote import Remote, RemoteError
+from boot.vcluster.remote import Remote, RemoteError, read_credentials
 from boot.vcluster.stage import Stage
 from boot.vcluster.state import ClusterState, Machine
 
@@ -115,6 +116,8 @@ def up(args: argparse.Namespace) -> ClusterState:
         raise VClusterError(f"{iso}: no such ISO (build one with `make iso`)")
     if os.geteuid() != 0:
         raise VClusterError("oar-vcluster needs root (it creates a network namespace and taps)")
+    user = args.user or read_credentials(iso).user
+    password = args.password or read_credentials(iso).password
     clear_stale(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -123,13 +126,15 @@ def up(args: argparse.Namespace) -> ClusterState:
         "kvm" if kvm_works(kernel, state_dir) else TCG)
     machines = plan_machines(args.nodes, args.smp, args.mem, args.server_smp, args.server_mem,
                              args.firmware)
+    pxe = getattr(args, "pxe", None)
+    if pxe == "authoritative":  # the server's DHCP gives the nodes their addresses
+        machines = tuple(m if m.role == "server" else replace(m, address="") for m in machines)
     state = ClusterState(state_dir, vnet.new_netns_name(), iso=str(iso), accel=accel,
-                         nbmin=args.nodes, user=args.user, machines=machines)
+                         nbmin=args.nodes, user=user, machines=machines)
     state.save()  # the namespace's name is recorded before the namespace exists
     net = vnet.VirtualNetwork(state.netns, state_dir)
     net.create()
-    pxe = getattr(args, "pxe", None)
-    known = [m for m in machines if pxe != "authoritative" or m.role == "server"]
+    known = [m for m in machines if m.address]
     state = replace(state, dhcp_pid=spawn(
         net.dhcp_argv([(m.mac, m.address) for m in known], known_only=pxe == "authoritative"),
         state_dir / "dnsmasq.out.log"))
@@ -145,16 +150,17 @@ def up(args: argparse.Namespace) -> ClusterState:
         pid = spawn(net.inside(spec.argv()), state_dir / f"{machine.name}.qemu.log")
         state = state.with_machine(replace(machine, pid=pid))
         state.save()
-    wait_ready(state, args.password, args.timeout, started)
+    wait_ready(state, password, args.timeout, started)
     return state
 
 
 def _describe(m: Machine) -> str:
-    return (f"{m.name:<8} {m.address:<11} {m.cpus} CPU {m.memory_mib:>5} MiB"
+    return (f"{m.name:<8} {m.address or 'by server':<11} {m.cpus} CPU {m.memory_mib:>5} MiB"
             + (" UEFI" if m.firmware == "uefi" else ""))
 
 
-def wait_ready(state: ClusterState, password: str, timeout: float, started: float) -> dict:
+def wait_ready(state: ClusterState, password: str | None, timeout: float,
+               started: float) -> dict:
     """Show each VM's stage until nbmin nodes are Alive on the server; their status."""
     remote = Remote(state, password)
     resets: dict[str, int] = {}
@@ -309,11 +315,15 @@ def _running_state(state_dir: Path) -> ClusterState:
 def status(args: argparse.Namespace) -> int:
     state = _running_state(args.state_dir)
     running = {m.name for m in vstate.running(state)}
+    remote = Remote(state, args.password)
     for m in state.machines:
         p = vstage.progress(_log(state, m), m.role)
+        if not m.address and m.name in running:  # leased by the server: where it is now
+            with contextlib.suppress(RemoteError):
+                m = replace(m, address=remote.address(m))
         print(f"{_describe(m)}  {'running' if m.name in running else 'stopped':<8} {p.stage}"
               + (f" ({p.detail})" if p.detail else ""))
-    result = Remote(state, args.password).run("oarnodes -s", timeout=90, check=False)
+    result = remote.run("oarnodes -s", timeout=90, check=False)
     print(result.stdout.rstrip() or result.stderr.rstrip())
     return 0 if result.returncode == 0 else 1
 
@@ -371,8 +381,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oar-vcluster", description=__doc__.splitlines()[0])
     p.add_argument("--state-dir", type=Path, default=vstate.default_state_dir(),
                    help="where the cluster's state and logs live (default: %(default)s)")
-    p.add_argument("--password", default=os.environ.get("OAR_VCLUSTER_PASSWORD", "live"),
-                   help="the image's job account password (recipe's job_user_password)")
+    p.add_argument("--password", default=os.environ.get("OAR_VCLUSTER_PASSWORD"),
+                   help="the image's job account password (default: from the .credentials "
+                        "file build-iso wrote beside the ISO)")
     sub = p.add_subparsers(dest="action", required=True)
     for name in ("up", "demo"):
         s = sub.add_parser(name, help="boot a server and N nodes" + (
@@ -387,7 +398,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--server-mem", type=int, default=1024)
         s.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                        help="auto: KVM only when a probe boot shows it works")
-        s.add_argument("--user", default="user", help="the image's job account")
+        s.add_argument("--user", help="the image's job account (default: from the ISO's "
+                                      ".credentials file)")
         s.add_argument("--timeout", type=float, default=900, help="seconds to wait for ready")
         s.add_argument("--pxe", nargs="?", const="authoritative",
                        choices=("authoritative", "proxy"),

@@ -1,14 +1,17 @@
 """Commands on the virtual cluster's VMs: ssh from inside its network namespace, OAR jobs.
 
-Why ssh: every VM runs sshd on the private LAN and the image lets its job account (`user`,
-password from the recipe, `live` by default) log in with a password, so the launcher needs no
-agent of its own in the guest and gets a clean stdout, stderr and exit status per command. The
-password is handed to ssh through SSH_ASKPASS (no sshpass, no terminal); host keys change every
-boot, so they are neither checked nor remembered — the LAN is private to this machine.
+Why ssh: every VM runs sshd on the private LAN and the image lets its job account log in with
+this build's password (build-iso writes it beside the ISO, in IMAGE.credentials), so the
+launcher needs no agent of its own in the guest and gets a clean stdout, stderr and exit status
+per command. The password is handed to ssh through SSH_ASKPASS (no sshpass, no terminal); host
+keys change every boot, so they are neither checked nor remembered — the LAN is private to this
+machine. A node netbooted from the server has the address the server's DHCP gave it: the
+server's /etc/hosts, which its registration service keeps, tells it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -21,7 +24,7 @@ from boot.proc import CommandError, run
 from boot.vcluster.net import VirtualNetwork
 from boot.vcluster.state import ClusterState, Machine
 
-DEFAULT_PASSWORD = "live"  # the recipe's job_user_password: documented, not a secret
+CREDENTIALS_SUFFIX = ".credentials"  # out/oar-live.iso -> out/oar-live.credentials
 SSH_OPTIONS = (
     "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
     "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "PubkeyAuthentication=no",
@@ -38,11 +41,37 @@ class RemoteError(Exception):
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """The job account of one build: what build-iso wrote in IMAGE.credentials."""
+
+    user: str
+    password: str
+
+
+def credentials_path(image: Path) -> Path:
+    return image.with_suffix(CREDENTIALS_SUFFIX)
+
+
+def read_credentials(image: Path) -> Credentials:
+    """The job account of the build that wrote `image` (`user:` and `password:` lines)."""
+    path = credentials_path(image)
+    try:
+        lines = path.read_text(errors="replace").splitlines()[:16]
+    except OSError as exc:
+        raise RemoteError(f"{path}: cannot read the image's credentials ({exc.strerror or exc}); "
+                          "build-iso writes them beside the ISO") from None
+    values = dict(line.split(": ", 1) for line in lines if ": " in line and line[:1] != "#")
+    if not values.get("user") or not values.get("password"):
+        raise RemoteError(f"{path}: expected a `user:` and a `password:` line")
+    return Credentials(values["user"], values["password"])
+
+
+@dataclass(frozen=True)
 class Remote:
-    """ssh to the VMs of one cluster."""
+    """ssh to the VMs of one cluster; the password by default from the ISO's credentials."""
 
     state: ClusterState
-    password: str = DEFAULT_PASSWORD
+    password: str | None = None
 
     @property
     def askpass(self) -> Path:
@@ -50,13 +79,29 @@ class Remote:
 
     def _ensure_askpass(self) -> None:
         if not self.askpass.exists():
-            self.askpass.write_text(f"#!/bin/sh\necho {shlex.quote(self.password)}\n")
-            self.askpass.chmod(0o700)
+            password = self.password or read_credentials(Path(self.state.iso)).password
+            self.askpass.touch(mode=0o700)
+            self.askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' {shlex.quote(password)}\n")
 
-    def argv(self, machine: Machine, command: str) -> list[str]:
-        """ssh to `machine` as the job user, run in the cluster's namespace."""
+    def argv(self, machine: Machine, command: str, address: str | None = None) -> list[str]:
+        """ssh to `machine` (at `address`, default its recorded one) as the job user, run in
+        the cluster's namespace."""
         net = VirtualNetwork(self.state.netns, self.state.state_dir)
-        return net.inside(["ssh", *SSH_OPTIONS, f"{self.state.user}@{machine.address}", command])
+        target = address or machine.address
+        return net.inside(["ssh", *SSH_OPTIONS, f"{self.state.user}@{target}", command])
+
+    def address(self, machine: Machine) -> str:
+        """Where `machine` answers: its fixed lease, or what the server registered it at."""
+        if machine.address:
+            return machine.address
+        name = machine.oar_hostname or machine.name
+        result = self.run(f"getent ahostsv4 {shlex.quote(name)}", timeout=60, check=False)
+        words = result.stdout.split()
+        try:
+            return str(ipaddress.IPv4Address(words[0]))
+        except (IndexError, ValueError):
+            raise RemoteError(f"{machine.name}: the server gave it its address and has not "
+                              f"registered {name} yet: try again once it is registered") from None
 
     @property
     def env(self) -> dict[str, str]:
@@ -68,8 +113,9 @@ class Remote:
         """Run a shell command line on `machine` (default: the server) as the job user."""
         self._ensure_askpass()
         target = machine or self.state.server
+        argv = self.argv(target, command, self.address(target))
         try:
-            result = run(self.argv(target, command), check=False, env=self.env, timeout=timeout)
+            result = run(argv, check=False, env=self.env, timeout=timeout)
         except CommandError as exc:
             raise RemoteError(f"{target.name}: {exc}") from None
         if check and result.returncode != 0:

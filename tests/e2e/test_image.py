@@ -3,7 +3,8 @@
 The image is built once per session by the `artifacts` fixture (tests/e2e/conftest.py; set
 OAR_LIVE_OUT to test already built artifacts instead).
 The boot entry "Laptop ... serial console" (oar.role=solo) lets the agent make the machine an
-OAR server and node by itself; the tests then log in as the normal user and submit a job.
+OAR server and node by itself; the tests then log in as the normal user, with the password this
+build drew (oar-live.credentials beside the ISO), and submit a job.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import pytest
 import yaml
 
 from boot.vcluster.qemu import VM, Firmware, VMSpec
+from boot.vcluster.remote import Credentials, credentials_path, read_credentials
 
 pytestmark = pytest.mark.e2e
 
-USER, PASSWORD = "user", "live"  # the recipe's job_user / job_user_password
+USER = "user"  # the recipe's job_user
+PUBLISHED_PASSWORD = "live"  # what every image once shared: no image may accept it
 NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
 
 
@@ -67,14 +70,40 @@ def _assert_confined(stdout: str, cpus: str, job: int) -> None:
     assert f"/oar/{USER}_{job}" in stdout
 
 
+def _credentials(artifacts) -> Credentials:
+    """This build's job account; its file is private to the build's user, and not manifest."""
+    iso = artifacts / "oar-live.iso"
+    assert credentials_path(iso).stat().st_mode & 0o777 == 0o600
+    found = read_credentials(iso)
+    assert found.user == USER and found.password != PUBLISHED_PASSWORD
+    assert found.password not in (artifacts / "oar-live.manifest.yaml").read_text()
+    return found
+
+
+def _published_password_refused(vm: VM, timeout: float) -> None:
+    vm.wait_for(r"\blogin: ", timeout)
+    vm.send(f"{USER}\n")
+    vm.wait_for(r"Password: ", 30)
+    vm.send(f"{PUBLISHED_PASSWORD}\n")
+    vm.wait_for(r"Login incorrect", 60)
+
+
 def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, tmp_path):
+    credentials = _credentials(artifacts)
     spec = VMSpec("iso", tmp_path, iso=artifacts / "oar-live.iso", netdevs=NET)
     with VM(spec) as vm:
         vm.wait_for(r"OAR Live", 120)  # isolinux's menu, on the serial port too
         time.sleep(1)
         vm.send("2\r")  # hotkey of "Laptop ... serial console" (oar.role=solo), Enter
         vm.wait_for(r"systemd\.unified_cgroup_hierarchy=0", 180)
-        vm.login(USER, PASSWORD, timeout=420)
+        _published_password_refused(vm, timeout=420)
+        vm.login(USER, credentials.password, timeout=60)
+        _, ssh = vm.run("sudo -n sshd -T | grep -i -E '^(passwordauthentication|permitrootlogin)'",
+                        30)
+        settings = dict(line.lower().split() for line in ssh.splitlines())
+        assert settings["permitrootlogin"] in ("without-password", "prohibit-password")
+        _, status = vm.run("sudo -n passwd -S root; sudo -n passwd -S user", 30)
+        assert [line.split()[1] for line in status.splitlines()] == ["L", "P"]
         _, cmdline = vm.run("cat /proc/cmdline", 30)
         assert "oar.role=solo" in cmdline and "boot=live" in cmdline
         _console_set_up_from_the_image(vm)
@@ -102,7 +131,7 @@ def test_qcow2_disk_boots_the_same_system(artifacts, tmp_path):
         vm.wait_for(r"OAR Live", 120)  # grub's menu on the serial port
         time.sleep(1)
         vm.send("2\r")
-        vm.login(USER, PASSWORD, timeout=420)
+        vm.login(USER, _credentials(artifacts).password, timeout=420)
         _, mounts = vm.run("findmnt -n -o SOURCE,FSTYPE /", 30)
         assert mounts.split()[1] == "ext4"
         _oar_ready(vm)

@@ -1,0 +1,105 @@
+"""ssh to the virtual cluster's VMs: this build's credentials, and the address of every VM."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from boot.vcluster import plan as vplan
+from boot.vcluster import remote as vremote
+from boot.vcluster.remote import Remote, RemoteError, read_credentials
+from boot.vcluster.state import ClusterState
+
+CREDENTIALS = "# The job account of oar-live (this build's own password). Keep it private.\n" \
+              "user: user\npassword: 0f1e2d3c4b5a6978\n"
+
+
+def cluster(tmp_path: Path, server_leases_nodes: bool = False) -> ClusterState:
+    iso = tmp_path / "out" / "oar-live.iso"
+    iso.parent.mkdir()
+    iso.write_bytes(b"")
+    (iso.parent / "oar-live.credentials").write_text(CREDENTIALS)
+    plan = vplan.plan_machines(2, [1], [1024], 1, 1024)
+    if server_leases_nodes:
+        plan = tuple(m if m.role == "server" else replace(m, address="") for m in plan)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    return ClusterState(state_dir, "oarvc-0123abcd", iso=str(iso), machines=plan)
+
+
+class FakeSsh:
+    """Answers the ssh command lines Remote runs; records the target of each."""
+
+    def __init__(self, hosts: dict[str, str]):
+        self.hosts = hosts  # the server's /etc/hosts: OAR host name -> address
+        self.targets: list[str] = []
+
+    def __call__(self, argv, check=True, env=None, timeout=None):
+        target, command = argv[-2], argv[-1]
+        self.targets.append(target)
+        out, status = "", 0
+        if command.startswith("getent ahostsv4 "):
+            name = command.split()[-1]
+            status = 0 if name in self.hosts else 2
+            out = f"{self.hosts[name]}     STREAM {name}\n" if status == 0 else ""
+        return subprocess.CompletedProcess(argv, status, out, "")
+
+
+def test_the_password_comes_from_the_credentials_file_beside_the_iso(tmp_path, monkeypatch):
+    state = cluster(tmp_path)
+    monkeypatch.setattr(vremote, "run", FakeSsh({}))
+    Remote(state).run("true")
+    askpass = state.state_dir / "askpass"
+    assert "0f1e2d3c4b5a6978" in askpass.read_text()
+    assert askpass.stat().st_mode & 0o077 == 0  # only root reads the password
+    assert "live" not in askpass.read_text()
+
+
+def test_credentials_are_read_as_build_iso_writes_them(tmp_path):
+    state = cluster(tmp_path)
+    found = read_credentials(Path(state.iso))
+    assert (found.user, found.password) == ("user", "0f1e2d3c4b5a6978")
+
+
+@pytest.mark.parametrize("content", [None, "user: user\n", "password: x\n", "\0\xff"])
+def test_missing_or_incomplete_credentials_are_one_sentence(tmp_path, content):
+    iso = tmp_path / "oar-live.iso"
+    if content is not None:
+        (tmp_path / "oar-live.credentials").write_text(content)
+    with pytest.raises(RemoteError, match=r"oar-live\.credentials"):
+        read_credentials(iso)
+
+
+def test_a_given_password_wins_over_the_file(tmp_path, monkeypatch):
+    state = cluster(tmp_path)
+    monkeypatch.setattr(vremote, "run", FakeSsh({}))
+    Remote(state, "chosen").run("true")
+    assert "chosen" in (state.state_dir / "askpass").read_text()
+
+
+def test_a_node_with_a_fixed_lease_is_reached_at_it(tmp_path, monkeypatch):
+    state = cluster(tmp_path)
+    ssh = FakeSsh({})
+    monkeypatch.setattr(vremote, "run", ssh)
+    Remote(state).run("hostname", state.machine("node-1"))
+    assert ssh.targets == ["user@10.77.0.11"]
+
+
+def test_a_node_the_server_leased_is_reached_where_the_server_registered_it(
+        tmp_path, monkeypatch):
+    state = cluster(tmp_path, server_leases_nodes=True)
+    node = state.machine("node-2")
+    ssh = FakeSsh({node.oar_hostname: "10.77.0.167"})
+    monkeypatch.setattr(vremote, "run", ssh)
+    Remote(state).run("hostname", node)
+    assert ssh.targets == ["user@10.77.0.2", "user@10.77.0.167"]  # asked the server, then went
+
+
+def test_a_leased_node_the_server_has_not_registered_yet_is_said(tmp_path, monkeypatch):
+    state = cluster(tmp_path, server_leases_nodes=True)
+    monkeypatch.setattr(vremote, "run", FakeSsh({}))
+    with pytest.raises(RemoteError, match="node-1: the server gave it its address"):
+        Remote(state).run("hostname", state.machine("node-1"))
