@@ -73,7 +73,8 @@ def register(
 ) -> Registration:
     """Register, retrying with backoff while the server is unreachable or failing (5xx).
 
-    A refused token (401) or a rejected request (400) is final: retrying cannot help.
+    A refused token (401), a rejected request (400) or a name or address another machine holds
+    (409) is final: retrying cannot help.
     """
     give_up = clock() + deadline
     delay = 1.0
@@ -91,6 +92,9 @@ def register(
             if exc.status == 400:
                 raise NodeError(f"the server at {client.base_url} rejected the registration: "
                                 f"{exc}") from None
+            if exc.status == 409:
+                raise NodeError(f"the server at {client.base_url} refused the registration: "
+                                f"{exc.message}") from None
             problem = str(exc)
         except Unreachable as exc:
             problem = f"no answer ({exc})"

@@ -4,15 +4,21 @@ HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
 
 - `POST /v1/register` `{"token", "detection", "address"}` -> 200 with the node's OAR hostname,
   its resources, whether anything changed, the cluster's oar.conf and /etc/hosts lines;
-  401 for a wrong token, 400 `{"error": ...}` for anything malformed (nothing written then).
+  401 for a wrong token, 400 `{"error": ...}` for anything malformed, 409 for a name held by
+  another machine that still answers or an address the server or another node holds (nothing
+  written then). A node's address is the one it connects from, when that is a host of the
+  cluster network other than the server; else (the server itself) the body's.
 - `GET /v1/nodes/<hostname>` -> 200 `{"hostname", "state", "resources"}` or 404.
 - `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node.
-  Both GETs need the header `X-OAR-Live-Token`.
+  Both GETs need the header `X-OAR-Live-Token`. Any other method gets 405.
 
 Registration is idempotent and serialised: OAR numbers new resources from MAX(resource_id) and
 cpu/core ids continue from the maxima in the database, so one lock covers read-compare-write.
 A host already in OAR with the same topology is left as it is (made Alive again); a host whose
-topology changed has its old resources set Dead, removed, and the new ones added.
+topology changed has its old resources set Dead, removed, and the new ones added. The service
+remembers which machine (boot MAC, DMI UUID) holds each name from its first registration since
+the service started: a node that reboots is the same machine, and after a server reboot every
+node's first registration is taken as it comes.
 `oar-autoconf serve` runs the service and the discovery beacon in the foreground.
 """
 
@@ -22,8 +28,10 @@ import argparse
 import hmac
 import ipaddress
 import json
+import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +58,7 @@ __all__ = [
     "MAX_BODY",
     "SERVER_STATE",
     "BadRequest",
+    "Conflict",
     "Registry",
     "RegistrySettings",
     "ServerState",
@@ -63,6 +72,52 @@ __all__ = [
 MAX_BODY = 64 * 1024  # a 1024-CPU detection is ~60 KiB of JSON
 _DRAIN_LIMIT = 8 * 1024 * 1024  # read and discard up to this much of an oversized body
 TOKEN_HEADER = "X-OAR-Live-Token"
+HOLDER_PORT = 22  # every OAR Live machine runs sshd: a holder that answers there is still up
+HOLDER_TIMEOUT = 2.0  # seconds
+GONE_STATES = ("Absent", "Dead")  # a node shut down marks itself Absent: its address is free
+
+
+class Conflict(Exception):
+    """A registration that claims another machine's name or address (409)."""
+
+
+def answers_at(address: str, port: int = HOLDER_PORT, timeout: float = HOLDER_TIMEOUT) -> bool:
+    """Is a machine at `address`? A TCP connection accepted or refused says so."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The machine that registered a name: its boot MAC and DMI UUID."""
+
+    mac: str | None
+    product_uuid: str | None
+
+    def differs(self, other: Holder) -> bool:
+        return any(mine is not None and theirs is not None and mine != theirs
+                   for mine, theirs in ((self.mac, other.mac),
+                                        (self.product_uuid, other.product_uuid)))
+
+    def __str__(self) -> str:
+        return f"MAC {self.mac}" if self.mac else f"DMI UUID {self.product_uuid}"
+
+
+def connection_address(peer: str, claimed: str, settings: RegistrySettings) -> str:
+    """The node's address: the one it connects from when that is a cluster host other than
+    the server (where the server itself, a solo machine, connects from), else the claimed one."""
+    try:
+        address = ipaddress.IPv4Address(peer)
+    except ValueError:
+        return claimed
+    if address not in settings.network or str(address) == settings.server.address:
+        return claimed
+    return str(address)
 
 
 # ----------------------------------------------------------------------------- registration
@@ -75,11 +130,20 @@ class Registry:
     settings: RegistrySettings
     oar: Oar = field(default_factory=Oar)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    answers: Callable[[str], bool] = answers_at  # is a machine at this address?
+    holders: dict[str, Holder] = field(default_factory=dict)  # host -> who registered it
 
     def register(self, detection: Detection, host: str, address: str) -> dict[str, Any]:
-        """Make OAR hold exactly `detection`'s resources under `host`; the reply for the node."""
+        """Make OAR hold exactly `detection`'s resources under `host`; the reply for the node.
+
+        Conflict, with nothing written, when the name or the address belongs to another machine.
+        """
         with self.lock:
             current = self.oar.resources()
+            holder = Holder(detection.mac, detection.product_uuid)
+            entries = self._entries()
+            self._check_claims(host, address, holder, entries, current)
+            self.holders[host] = holder
             mine = [r for r in current if r.host == host]
             kept = _unchanged(detection, host, mine)
             if kept is not None:
@@ -94,7 +158,7 @@ class Registry:
                 for resource in resources:
                     self.oar.add(resource.oarnodesetting_argv())
                 changed = True
-            hosts = self._remember(host, address)
+            hosts = self._remember(host, address, entries)
         _log(
             f"{host} ({address}): {len(resources)} resources, "
             f"{'added' if changed else 'unchanged'}"
@@ -117,17 +181,43 @@ class Registry:
             self.oar.remove(resource.resource_id)
         _log(f"{host}: topology changed, {len(resources)} old resources removed")
 
-    def _remember(self, host: str, address: str) -> str:
-        """Record host -> address in the server's /etc/hosts; the block's text."""
-        path = self.settings.hosts_file
+    def _entries(self) -> dict[str, str]:
         try:
-            entries = etchosts.parse_block(path.read_text())
+            return etchosts.parse_block(self.settings.hosts_file.read_text())
         except FileNotFoundError:
-            entries = {}
+            return {}
+
+    def _check_claims(self, host: str, address: str, holder: Holder, entries: dict[str, str],
+                      current: list[OarResource]) -> None:
+        """Conflict when `host` is another machine's that still answers, or `address` is the
+        server's or another node's that is not Absent or Dead."""
         server = self.settings.server
+        known = self.holders.get(host)
+        if known is not None and known.differs(holder):
+            held_at = entries.get(host)
+            if held_at and self.answers(held_at):
+                raise Conflict(f"{host} is registered by another machine ({known}, at {held_at}) "
+                               f"that still answers; this one has {holder}")
+        if host == server.hostname:
+            return
+        if address == server.address:
+            raise Conflict(f"address {address} is the server's ({server.hostname})")
+        for other, other_address in entries.items():
+            if other_address != address or other in (host, server.hostname):
+                continue
+            states = {r.state for r in current if r.host == other}
+            if states and not states <= set(GONE_STATES):
+                raise Conflict(f"address {address} is held by {other}, registered and "
+                               f"{'/'.join(sorted(states))}")
+
+    def _remember(self, host: str, address: str, entries: dict[str, str]) -> str:
+        """Record host -> address in the server's /etc/hosts (dropping a gone node that held
+        the address); the block's text."""
+        server = self.settings.server
+        entries = {name: at for name, at in entries.items() if at != address or name == host}
         entries[server.hostname] = server.address
         entries[host] = address
-        etchosts.write_block(entries, path)
+        etchosts.write_block(entries, self.settings.hosts_file)
         return etchosts.render_block(entries)
 
     def hosts(self) -> str:
@@ -284,8 +374,13 @@ class _Handler(BaseHTTPRequestHandler):
             _log(f"refused a registration from {self.client_address[0]}: {exc}")
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
             return
+        address = connection_address(self.client_address[0], address, registry.settings)
         try:
             reply = registry.register(detection, host, address)
+        except Conflict as exc:
+            _log(f"refused the registration of {host} from {self.client_address[0]}: {exc}")
+            self._error(HTTPStatus.CONFLICT, str(exc))
+            return
         except (OarError, OSError) as exc:
             _log(f"registration of {host} failed: {exc}")
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"the server could not register: {exc}")
@@ -315,6 +410,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
             return
         self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: GET {self.path[:80]}")
+
+
+    def _not_allowed(self) -> None:
+        self.close_connection = True
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        data = json.dumps({"error": f"method {self.command[:20]} not allowed"}).encode()
+        self.send_header("Allow", "GET, POST")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        """Every method but GET and POST (http.server looks up do_<METHOD>): 405, not 501."""
+        if name.startswith("do_"):
+            return self._not_allowed
+        raise AttributeError(name)
 
 
 class _Server(ThreadingHTTPServer):

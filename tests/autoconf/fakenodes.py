@@ -78,12 +78,15 @@ def registration(token: str, hostname: str, address: str, **topology: Any) -> di
 
 
 def post(port: int, body: bytes | dict, path: str = "/v1/register",
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    """POST to the service on 127.0.0.1:port; (status, decoded JSON or text)."""
+         headers: dict[str, str] | None = None, source: str | None = None,
+         method: str = "POST") -> tuple[int, Any]:
+    """POST to the service on 127.0.0.1:port, from the address `source` (a loopback address;
+    default 127.0.0.1); (status, decoded JSON or text)."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120,
+                                            source_address=(source, 0) if source else None)
     try:
-        connection.request("POST", path, body=data, headers={
+        connection.request(method, path, body=data, headers={
             "Content-Type": "application/json", **(headers or {})})
         response = connection.getresponse()
         raw = response.read()

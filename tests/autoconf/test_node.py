@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -285,6 +286,18 @@ def test_rejected_request_is_final_and_says_why(registry, root, commands, monkey
     assert not (root / "etc/oar/oar.conf").exists()
 
 
+def test_a_name_another_machine_holds_is_final_and_says_why(registry, root, commands,
+                                                            monkeypatch):
+    held = "node-5254004f4c01 is registered by another machine (MAC 52:54:00:4f:4c:01, at " \
+           "10.77.0.11) that still answers; this one has MAC 52:54:00:4f:4c:99"
+    monkeypatch.setattr(registry, "post", lambda path, raw: (409, {"error": held}))
+    with pytest.raises(node.NodeError, match=f"refused the registration: {re.escape(held)}$"):
+        join(registry, root)
+    assert (root / "etc/hostname").read_text() == "debian\n"
+    assert not (root / "etc/oar/oar.conf").exists()
+    assert ["systemctl", "start", "oar-node"] not in commands
+
+
 def test_no_server_yet_is_pending_on_the_watcher_not_an_error(root, commands):
     with pytest.raises(Pending, match="no OAR Live server answered yet.*keeps looking.*"
                                       "oar.server=IP"):
@@ -507,7 +520,9 @@ def test_watcher_process_marks_the_node_absent_on_sigterm(registry, tmp_path):
 
 
 def project_registry(tmp_path: Path, oar, oar_conf: Path | None = None):
-    """autoconf.registry (the server side) with `oar` behind it, on 127.0.0.1."""
+    """autoconf.registry (the server side) with `oar` behind it, on 127.0.0.1; the server's
+    cluster address is another loopback address than the node's (127.0.0.1): a node may not
+    claim the server's."""
     from autoconf.registry import Registry, RegistrySettings, ServerState
 
     if oar_conf is None:
@@ -515,7 +530,7 @@ def project_registry(tmp_path: Path, oar, oar_conf: Path | None = None):
         oar_conf.write_text(OAR_CONF)
     hosts = tmp_path / "server-hosts"
     hosts.write_text("127.0.0.1 localhost\n")
-    settings = RegistrySettings(token=TOKEN, server=ServerState("oar-server", "127.0.0.1",
+    settings = RegistrySettings(token=TOKEN, server=ServerState("oar-server", "127.0.0.254",
                                                                 "127.0.0.0/8"),
                                 oar_conf=oar_conf, hosts_file=hosts, state_timeout=60)
     return Registry(settings, oar)
@@ -532,7 +547,7 @@ def test_node_joins_through_the_projects_registration_service(root, commands, tm
         assert node.handle(config, DETECTION, root, alive_deadline=5) == HOST
         assert sorted(r.cpuset for r in oar.host_resources(HOST)) == [0, 1]
         assert (root / "etc/oar/oar.conf").read_text() == OAR_CONF
-        assert "127.0.0.1 oar-server" in (root / "etc/hosts").read_text()
+        assert "127.0.0.254 oar-server" in (root / "etc/hosts").read_text()
 
         for row in oar.host_resources(HOST):  # the server rebooted: OAR forgot the node
             oar.rows.remove(row)

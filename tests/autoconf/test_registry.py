@@ -237,6 +237,118 @@ def test_get_endpoints_need_the_token(fake):
         assert status == 200 and f"127.0.0.5 {host}" in text.splitlines()
 
 
+# ---- a name and an address belong to one machine
+
+
+def clone_of(body: dict, mac: str = "52:54:00:99:99:99") -> dict:
+    """The same registration from another machine (another boot MAC)."""
+    other = json.loads(json.dumps(body))
+    other["detection"]["mac"] = mac
+    other["detection"]["interfaces"][0]["mac"] = mac
+    return other
+
+
+def _nothing_written(registry: Registry, oar: FakeOar, rows: list, hosts: str) -> None:
+    assert oar.rows == rows
+    assert registry.settings.hosts_file.read_text() == hosts
+
+
+def test_a_name_held_by_another_machine_that_answers_is_refused(fake):
+    registry, oar = fake
+    registry.answers = lambda address: True
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.0.5")
+    _register(registry, body)
+    rows, hosts = list(oar.rows), registry.settings.hosts_file.read_text()
+    with serving(registry) as port:
+        status, answer = post(port, clone_of(body) | {"address": "127.0.0.6"})
+    assert status == 409
+    assert answer["error"] == (f"{host} is registered by another machine (MAC "
+                               f"{body['detection']['mac']}, at 127.0.0.5) that still answers; "
+                               "this one has MAC 52:54:00:99:99:99")
+    _nothing_written(registry, oar, rows, hosts)
+
+
+def test_a_name_whose_machine_is_gone_goes_to_the_newcomer(fake):
+    registry, oar = fake
+    asked = []
+    registry.answers = lambda address: asked.append(address) or False
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.0.5")
+    _register(registry, body)
+    reply = _register(registry, clone_of(body) | {"address": "127.0.0.6"})
+    assert asked == ["127.0.0.5"]
+    assert f"127.0.0.6 {host}" in reply["hosts"]
+
+
+def test_a_node_that_rebooted_with_another_address_registers_as_before(fake):
+    registry, oar = fake
+    registry.answers = lambda address: pytest.fail("the same machine needs no probe")
+    host = new_hostname()
+    _register(registry, registration(TOKEN, host, "127.0.0.5"))
+    reply = _register(registry, registration(TOKEN, host, "127.0.0.7"))
+    assert reply["changed"] is False and f"127.0.0.7 {host}" in reply["hosts"]
+
+
+def test_after_a_server_reboot_every_node_registers_as_before(fake, tmp_path):
+    registry, oar = fake
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.0.5")
+    _register(registry, body)
+    rebooted = Registry(registry.settings, oar, answers=lambda address: True)
+    assert _register(rebooted, body)["changed"] is False
+
+
+def test_the_servers_address_is_refused_to_a_node(fake):
+    registry, oar = fake
+    hosts = registry.settings.hosts_file.read_text()
+    with serving(registry) as port:
+        status, answer = post(port, registration(TOKEN, new_hostname(), "127.0.0.1"))
+    assert status == 409 and answer["error"] == "address 127.0.0.1 is the server's (localhost)"
+    _nothing_written(registry, oar, [], hosts)
+
+
+def test_an_address_another_node_holds_is_refused(fake):
+    registry, oar = fake
+    holder = new_hostname()
+    _register(registry, registration(TOKEN, holder, "127.0.0.5"))
+    rows, hosts = list(oar.rows), registry.settings.hosts_file.read_text()
+    with serving(registry) as port:
+        status, answer = post(port, registration(TOKEN, new_hostname(), "127.0.0.5"))
+    assert status == 409
+    assert answer["error"] == f"address 127.0.0.5 is held by {holder}, registered and Alive"
+    _nothing_written(registry, oar, rows, hosts)
+
+
+def test_the_address_of_a_node_shut_down_goes_to_the_newcomer(fake):
+    registry, oar = fake
+    holder, newcomer = new_hostname(), new_hostname()
+    _register(registry, registration(TOKEN, holder, "127.0.0.5"))
+    oar.set_state(holder, "Absent")  # what a node shutting down does
+    reply = _register(registry, registration(TOKEN, newcomer, "127.0.0.5"))
+    entries = etchosts.parse_block(reply["hosts"])
+    assert entries[newcomer] == "127.0.0.5" and holder not in entries
+
+
+def test_the_address_is_the_one_the_node_connects_from(fake):
+    registry, _oar = fake
+    host = new_hostname()
+    with serving(registry) as port:
+        status, reply = post(port, registration(TOKEN, host, "127.0.0.5"), source="127.0.0.9")
+    assert status == 200, reply
+    assert etchosts.parse_block(reply["hosts"])[host] == "127.0.0.9"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+def test_methods_the_service_does_not_serve_get_405(fake, method):
+    registry, oar = fake
+    with serving(registry) as port:
+        status, answer = post(port, registration(TOKEN, new_hostname(), "127.0.0.5"),
+                              method=method)
+    assert status == 405 and answer == {"error": f"method {method} not allowed"}
+    assert oar.calls == []
+
+
 # ----------------------------------------------------------------------------- integration
 
 
@@ -332,6 +444,28 @@ def test_real_oar_bad_requests_change_nothing(real):
         status, answer = post(port, raw)
         assert status == expected, f"{name}: {status} {answer}"
     assert oar.resources() == before
+
+
+@pytest.mark.integration
+def test_real_oar_refuses_another_machines_name_and_taken_addresses(real):
+    registry, oar, port = real
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.3.1", cores=2)
+    status, reply = post(port, body)
+    assert status == 200, reply
+    before, hosts = oar.resources(), registry.settings.hosts_file.read_text()
+    claims = {
+        "its name from another machine": clone_of(body) | {"address": "127.0.3.2"},
+        "the server's address": registration(TOKEN, new_hostname(), "127.0.0.1"),
+        "its address": registration(TOKEN, new_hostname(), "127.0.3.1"),
+    }
+    for name, claim in claims.items():
+        status, answer = post(port, claim)
+        assert status == 409, f"{name}: {status} {answer}"
+    assert oar.resources() == before
+    assert registry.settings.hosts_file.read_text() == hosts
+    status, reply = post(port, body)  # the machine itself, again
+    assert status == 200 and reply["changed"] is False
 
 
 @pytest.mark.integration
