@@ -222,10 +222,7 @@ class Registry:
 
     def hosts(self) -> str:
         """The /etc/hosts block of the cluster: the server and every registered node."""
-        try:
-            entries = etchosts.parse_block(self.settings.hosts_file.read_text())
-        except FileNotFoundError:
-            entries = {}
+        entries = self._entries()
         entries[self.settings.server.hostname] = self.settings.server.address
         return etchosts.render_block(entries)
 
