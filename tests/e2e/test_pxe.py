@@ -6,7 +6,7 @@ and no kernel. A BIOS node netboots with its NIC's boot ROM (Debian's ipxe-qemu)
 from the server, as real UEFI machines do. With the LAN's DHCP answering the server only, the
 server gives the nodes their addresses (authoritative); with the LAN's DHCP answering everyone,
 it serves proxy-DHCP beside it. Either way the nodes must become Alive under their MAC-derived
-names and run jobs.
+names and run jobs, and every oar-vcluster command that names a node must reach it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -45,19 +44,6 @@ def vcluster_up(artifacts, state_dir, mode: str, nodes: int, firmware: str = "bi
     return result, state
 
 
-def with_leased_addresses(state: ClusterState) -> ClusterState:
-    """The nodes' addresses as the server's dnsmasq leased them (authoritative mode: not the
-    LAN's fixed leases the launcher planned), so that ssh to the nodes works."""
-    leases = Remote(state).run("sudo -n cat /run/oar-live/pxe/dnsmasq.leases", timeout=60).stdout
-    by_mac = {words[1]: words[2] for words in map(str.split, leases.splitlines())
-              if len(words) >= 3}
-    for node in state.nodes:
-        if node.mac in by_mac:
-            state = state.with_machine(replace(node, address=by_mac[node.mac]))
-    state.save()
-    return state
-
-
 def vcluster_down(state_dir, state) -> None:
     subprocess.run(VCLUSTER + ["--state-dir", str(state_dir), "down", "--keep-logs"], check=False)
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -71,7 +57,7 @@ def authoritative(artifacts, tmp_path_factory):
     result, state = vcluster_up(artifacts, state_dir, "authoritative", 2, "bios,uefi")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
-        yield with_leased_addresses(state)
+        yield state
     finally:
         vcluster_down(state_dir, state)
 
@@ -92,9 +78,22 @@ def test_netbooted_nodes_got_address_and_squashfs_from_the_server(authoritative)
         cmdline = remote.run("cat /proc/cmdline", node, timeout=120).stdout.split()
         assert "oar.role=node" in cmdline and "oar.server=10.77.0.2" in cmdline
         assert f"BOOTIF=01-{node.mac.replace(':', '-')}" in cmdline
-        assert int(node.address.rsplit(".", 1)[1]) >= 128
+        assert int(remote.address(node).rsplit(".", 1)[1]) >= 128
     log = remote.run("sudo -n journalctl -u oar-live-pxe --no-pager", timeout=120).stdout
     assert log.count("GET /filesystem.squashfs") >= len(authoritative.nodes), log[-3000:]
+
+
+def test_run_on_and_status_reach_every_netbooted_node(authoritative):
+    vcluster = VCLUSTER + ["--state-dir", str(authoritative.state_dir)]
+    remote = Remote(authoritative)
+    status = subprocess.run(vcluster + ["status"], capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stdout + status.stderr
+    for node in authoritative.nodes:
+        run_on = subprocess.run(vcluster + ["run", "--on", node.name, "--", "hostname"],
+                                capture_output=True, text=True, timeout=300)
+        assert (run_on.returncode, run_on.stdout.strip()) == (0, node.oar_hostname), run_on.stderr
+        line = next(ln for ln in status.stdout.splitlines() if ln.startswith(node.name + " "))
+        assert remote.address(node) in line.split()
 
 
 def test_a_uefi_node_netbooted_through_its_firmware_pxe_and_the_uefi_loader(authoritative):
