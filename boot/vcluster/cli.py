@@ -114,10 +114,11 @@ def up(args: argparse.Namespace) -> ClusterState:
     iso = Path(args.iso).resolve()
     if not iso.is_file():
         raise VClusterError(f"{iso}: no such ISO (build one with `make iso`)")
+    credentials = None if args.user and args.password else read_credentials(iso)
+    user = args.user or credentials.user
+    password = args.password or credentials.password
     if os.geteuid() != 0:
         raise VClusterError("oar-vcluster needs root (it creates a network namespace and taps)")
-    user = args.user or read_credentials(iso).user
-    password = args.password or read_credentials(iso).password
     clear_stale(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

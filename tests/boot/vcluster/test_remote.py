@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from boot.vcluster import cli as vcluster
 from boot.vcluster import plan as vplan
 from boot.vcluster import remote as vremote
 from boot.vcluster.remote import Remote, RemoteError, read_credentials
@@ -103,3 +104,13 @@ def test_a_leased_node_the_server_has_not_registered_yet_is_said(tmp_path, monke
     monkeypatch.setattr(vremote, "run", FakeSsh({}))
     with pytest.raises(RemoteError, match="node-1: the server gave it its address"):
         Remote(state).run("hostname", state.machine("node-1"))
+
+
+def test_up_without_the_isos_credentials_stops_before_anything_starts(tmp_path, capsys):
+    iso = tmp_path / "oar-live.iso"
+    iso.write_bytes(b"")
+    state_dir = tmp_path / "state"
+    assert vcluster.main(["--state-dir", str(state_dir), "up", "--iso", str(iso)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"oar-vcluster: {tmp_path}/oar-live.credentials: cannot read")
+    assert len(err.splitlines()) == 1 and not state_dir.exists()
