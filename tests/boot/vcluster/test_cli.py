@@ -237,18 +237,30 @@ def test_the_launcher_judges_its_own_vms_by_waitpid_not_by_their_command_line(tm
         running.wait()
 
 
-def test_stopping_terminates_then_kills_what_stays():
-    alive = {1, 2}
-    sent = []
+@pytest.mark.spawns
+def test_down_kills_what_is_ours_and_leaves_a_reused_pid_alone(tmp_path):
+    import subprocess
+    import sys
 
-    def kill(pid, sig):
-        sent.append((pid, sig))
-        if sig == signal.SIGKILL or pid == 1:
-            alive.discard(pid)
-
-    vstate.stop_processes([1, 2], alive.__contains__, kill, grace=1.0, sleep=lambda s: None)
-    assert sent == [(1, signal.SIGTERM), (2, signal.SIGTERM), (2, signal.SIGKILL)]
-    assert not alive
+    state_dir = tmp_path / "state"
+    fake = tmp_path / "dnsmasq"  # a process that reads as the cluster's dnsmasq and ignores TERM
+    fake.symlink_to(Path(sys.executable).resolve())
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print(flush=True); time.sleep(60)")
+    ours = subprocess.Popen([str(fake), "-c", code, f"{state_dir}/dnsmasq.conf"],
+                            stdout=subprocess.PIPE)
+    other = subprocess.Popen(["sleep", "30"])  # a pid recorded once, now someone else's
+    try:
+        ours.stdout.readline()  # its SIGTERM is ignored from here on
+        assert vstate.is_ours(ours.pid, state_dir)
+        vstate.stop_ours([ours.pid, other.pid], state_dir, grace=0.2)
+        assert ours.wait() == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for process in (ours, other):
+            process.kill()
+            process.wait()
+        ours.stdout.close()
 
 
 def test_down_keeps_only_the_logs_when_asked(tmp_path):
