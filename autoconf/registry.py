@@ -53,6 +53,7 @@ from autoconf.registration import (
     validate_registration,
 )
 from autoconf.resources import Resource, plan_resources
+from boot import console
 
 __all__ = [
     "MAX_BODY",
@@ -283,7 +284,7 @@ def _as_dict(r: OarResource) -> dict[str, Any]:
 
 
 def _log(message: str) -> None:
-    print(f"oar-live registry: {message}", file=sys.stderr, flush=True)
+    print(console.info(message, "registry"), file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- HTTP
