@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from autoconf.config import BEACON_PORT
 from boot import console
@@ -86,14 +87,18 @@ def parse_payload(data: bytes, cluster: str) -> str | None:
 
 
 def listen(
-    cluster_id: str, timeout: float, bind: str = "0.0.0.0", port: int = BEACON_PORT
+    cluster_id: str,
+    timeout: float,
+    bind: str = "0.0.0.0",
+    port: int = BEACON_PORT,
+    clock: Callable[[], float] = time.monotonic,
 ) -> str | None:
     """Wait up to `timeout` seconds for a beacon of our cluster; its registry "IP:PORT" or None."""
-    deadline = time.monotonic() + timeout
+    deadline = clock() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((bind, port))
-        while (remaining := deadline - time.monotonic()) > 0:
+        while (remaining := deadline - clock()) > 0:
             sock.settimeout(remaining)
             try:
                 data, _sender = sock.recvfrom(MAX_DATAGRAM)

@@ -12,7 +12,7 @@ The sources, in order:
    A DHCP server is not always ours (a site DHCP, qemu's user network), so a next-server is only
    taken when its registration port answers.
 3. The discovery beacon (see beacon.py).
-4. A timed question on the console (autoconf.prompt, imported only when needed).
+4. A timed question on the console (autoconf.prompt), asked only when no other source answers.
 """
 
 from __future__ import annotations

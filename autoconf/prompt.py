@@ -50,6 +50,13 @@ class Answer:
 
 
 Validator = Callable[[str], str | None]  # answer -> None if fine, else the reason it is refused
+KeyWait = Callable[[int, float], bool]  # (fd, seconds) -> True when a key can be read
+
+
+def key_ready(fd: int, seconds: float) -> bool:
+    """Wait up to `seconds` for input on `fd`; True when there is some."""
+    ready, _, _ = select.select([fd], [], [], seconds)
+    return bool(ready)
 
 
 def choices_validator(choices: Sequence[str]) -> Validator:
@@ -69,11 +76,14 @@ def ask(
     timeout: int = 10,
     fd: int | None = None,
     out_fd: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wait: KeyWait = key_ready,
 ) -> Answer:
     """Ask `question` on the terminal `fd` (stdin by default); never waits without a terminal.
 
     `choices` or `validate` check a typed answer; `hint` is shown after the default
     (by default the choices). Answers are compared as typed, without surrounding spaces.
+    The countdown reads `clock` and waits for keys with `wait`.
     """
     if timeout <= 0:
         return Answer(default, How.NOT_ASKED)
@@ -98,7 +108,7 @@ def ask(
     try:
         _character_mode(fd, saved)
         termios.tcflush(fd, termios.TCIFLUSH)  # keys pressed during the boot are no answer
-        return _loop(question, default, hint, check, timeout, fd, out_fd)
+        return _loop(question, default, hint, check, timeout, fd, out_fd, clock, wait)
     finally:
         with contextlib.suppress(termios.error):
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
@@ -115,13 +125,13 @@ def _character_mode(fd: int, saved: list) -> None:
 
 
 def _loop(question: str, default: str, hint: str | None, check: Validator | None, timeout: int,
-          fd: int, out_fd: int) -> Answer:
+          fd: int, out_fd: int, clock: Callable[[], float], wait: KeyWait) -> Answer:
     label = f"{question} [{default}]" + (f" ({hint})" if hint else "")
     typed = ""
-    deadline = time.monotonic() + timeout
+    deadline = clock() + timeout
 
     def draw() -> None:
-        left = deadline - time.monotonic()
+        left = deadline - clock()
         if left < 0.05:  # about to time out: "0s" would only flash
             return
         left = int(left + 0.999)
@@ -129,14 +139,12 @@ def _loop(question: str, default: str, hint: str | None, check: Validator | None
 
     draw()
     while True:
-        now = time.monotonic()
+        now = clock()
         if now >= deadline:
             _write(out_fd, f"\r{label}: {default}\x1b[K\r\n")
             return Answer(default, How.TIMEOUT)
         # wake at the next whole second to redraw the countdown
-        wait = min(deadline - now, (deadline - now) % 1.0 or 1.0)
-        ready, _, _ = select.select([fd], [], [], wait)
-        if not ready:
+        if not wait(fd, min(deadline - now, (deadline - now) % 1.0 or 1.0)):
             draw()
             continue
         try:
@@ -145,7 +153,7 @@ def _loop(question: str, default: str, hint: str | None, check: Validator | None
             return Answer(default, How.NO_TERMINAL)
         if not chunk:
             return Answer(default, How.NO_TERMINAL)
-        deadline = time.monotonic() + timeout
+        deadline = clock() + timeout
         for key in _ESCAPE_SEQUENCE.sub("", chunk):
             if key in _GIVE_UP:
                 _write(out_fd, f"\r{label}: {default}\x1b[K\r\n")
@@ -163,7 +171,7 @@ def _loop(question: str, default: str, hint: str | None, check: Validator | None
                     return Answer(answer, How.TYPED)
                 _write(out_fd, f"\r\n  {reason}\r\n")
                 typed = ""
-                deadline = time.monotonic() + timeout
+                deadline = clock() + timeout
                 break  # the rest of this chunk was typed before the refusal was shown
             elif key.isprintable() and len(typed) < MAX_ANSWER:
                 typed += key

@@ -1,4 +1,7 @@
-"""`make bench`: run every bench/bench_*.py module's run() and print its figures and targets."""
+"""`make bench`: run every bench/bench_*.py module's run(), print its figures and targets.
+
+The exit status is 1 when a target is missed or a benchmark crashes, so CI and scripts notice.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\n{len(names)} benchmark(s), {missed} target(s) missed")
-    return 0
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ Figures, all measured in this run on this machine (software emulation unless KVM
 - `up_<n>_nodes_s`: `oar-vcluster up --nodes n` until n nodes are Alive on the server;
 - `per_node_ratio`: growth per added node, (up_3 - up_1) / 2, over solo_s (target < 0.5: VMs
   boot in parallel, a node should cost less than half a machine's boot);
-- `agent_node_s`: the agent's own time on a node that boots while its server is up (a reboot
-  of node-1 of the 1-node cluster): its `ready in N s` line, with `oar.timeout=0` so no prompt
-  waits (target < 3 s).
+- `agent_node_s`: the agent's time on a node that boots while its server is up (a reboot of
+  node-1 of the 1-node cluster), measured from outside: from the moment the first line of the
+  agent's unit reaches the serial log to the moment its `ready in` line does, the log watched
+  every 50 ms (target < 3 s).
 The ISO: $OAR_LIVE_ISO, else out/oar-live.iso (`make iso`).
 """
 
@@ -28,6 +29,7 @@ from boot.vcluster.remote import Remote
 PROJECT = Path(__file__).resolve().parents[1]
 PER_NODE_TARGET = 0.5
 AGENT_TARGET_S = 3.0
+LOG_POLL_S = 0.05
 
 
 def _solo(iso: Path, work: Path) -> float:
@@ -42,10 +44,27 @@ def _solo(iso: Path, work: Path) -> float:
         return time.monotonic() - started
 
 
-def _up(iso: Path, nodes: int, work: Path, reboot_for_agent: bool = False) -> tuple[float, int]:
+def _agent_seconds(log: Path, since: int, limit: float = 600) -> float:
+    """Host time between the agent's first line and its `ready in` line, both read from the
+    serial log after byte `since`; -1 when not seen within `limit` seconds."""
+    started = None
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        text = log.read_bytes()[since:].decode(errors="replace")
+        now = time.monotonic()
+        start = console.AGENT_STARTED.search(text)
+        if start and started is None:
+            started = now
+        if start and console.READY.search(text, start.end()):
+            return now - started
+        time.sleep(LOG_POLL_S)
+    return -1.0
+
+
+def _up(iso: Path, nodes: int, work: Path, reboot_for_agent: bool = False) -> tuple[float, float]:
     state_dir = work / f"vc{nodes}"
     started = time.monotonic()
-    agent = -1
+    agent = -1.0
     try:
         vcluster(state_dir, "up", "--iso", str(iso), "--nodes", str(nodes), "--accel", "tcg")
         elapsed = time.monotonic() - started
@@ -53,15 +72,9 @@ def _up(iso: Path, nodes: int, work: Path, reboot_for_agent: bool = False) -> tu
             state = vstate.load(state_dir)
             node = state.nodes[0]
             log = state.serial_log(node)
-            before = len(console.READY.findall(log.read_text(errors="replace")))
+            before = log.stat().st_size
             Remote(state).run("sudo -n systemctl reboot", node, timeout=60, check=False)
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                found = console.READY.findall(log.read_text(errors="replace"))
-                if len(found) > before:
-                    agent = int(found[-1])
-                    break
-                time.sleep(2)
+            agent = _agent_seconds(log, before)
         return elapsed, agent
     finally:
         vcluster(state_dir, "down")
@@ -80,8 +93,8 @@ def run() -> dict:
     verdicts = [
         f"{'met' if ratio < PER_NODE_TARGET else 'MISSED'}: a node costs {ratio:.2f} of a solo "
         f"boot (target < {PER_NODE_TARGET})",
-        f"{'met' if 0 <= agent < AGENT_TARGET_S else 'MISSED'}: the agent's own time on a node "
-        f"{agent} s (target < {AGENT_TARGET_S:g} s; -1: not seen)",
+        f"{'met' if 0 <= agent < AGENT_TARGET_S else 'MISSED'}: the agent's time on a node "
+        f"{agent:.1f} s from its serial log (target < {AGENT_TARGET_S:g} s; -1: not seen)",
     ]
     return {
         "solo_s": round(solo, 1),
@@ -90,6 +103,6 @@ def run() -> dict:
         "up_3_nodes_s": round(up3, 1),
         "per_node_s": round(per_node, 1),
         "per_node_ratio": round(ratio, 2),
-        "agent_node_s": agent,
+        "agent_node_s": round(agent, 1),
         "verdicts": verdicts,
     }

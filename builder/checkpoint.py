@@ -35,7 +35,9 @@ def tree_digest(path: Path) -> str:
         return h.hexdigest()
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for name in sorted(filenames):
+        # os.walk lists a symlink to a directory with the directories, and does not enter it
+        linked = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+        for name in sorted(filenames + linked):
             f = Path(dirpath) / name
             rel = f.relative_to(path).as_posix()
             h.update(rel.encode() + b"\0")

@@ -1,21 +1,17 @@
 """Finding the server: oar.server, DHCP next-server from real lease formats, beacon, prompt."""
 
-import functools
 import os
 import pty
-import select
 import socket
-import sys
-import threading
-import time
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
-from autoconf import beacon, discover
+from autoconf import beacon, discover, prompt
 from autoconf.config import REGISTRY_PORT, Config, Role
 from autoconf.discover import Source
+from tests.autoconf.fakeclock import FakeClock, screen
 
 TOKEN = "cluster-token"
 
@@ -220,46 +216,30 @@ def test_beacon_of_another_cluster_is_not_followed(tmp_path):
     port = free_udp_port()
     sender = beacon.BeaconSender("127.0.0.1:6690", beacon.cluster_id("other token"),
                                  "127.0.0.1", port=port, interval=0.1)
-    started = time.monotonic()
     with sender:
         server = discover.find_server(config(), tmp_path, probe=answers(), beacon_timeout=0.6,
                                       beacon_port=port, beacon_bind="127.0.0.1", ask=False)
+        sent = sender.sent
     assert server is None
-    assert time.monotonic() - started >= 0.5
+    assert sent >= 2, "no foreign beacon was on the network while it listened"
 
 
 # ---- prompt -------------------------------------------------------------------------------
 
 
 class Console:
-    """A pseudo-terminal standing for the console; `type()` sends keys once the question shows."""
+    """A pseudo-terminal standing for the console, and the fake clock its prompt counts down on."""
 
     def __init__(self) -> None:
         self.master, self.slave = pty.openpty()
-        self.shown = b""
+        self.clock = FakeClock()
+        self.asked: list[str] = []
 
-    def _read_until(self, text: bytes, timeout: float = 5) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.shown and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if ready:
-                self.shown += os.read(self.master, 4096)
+    def type_at(self, seconds: float, keys: str) -> None:
+        self.clock.type_at(seconds, self.master, keys)
 
-    def drain(self) -> bytes:
-        self._read_until(b"never shown", timeout=0.2)
-        return self.shown
-
-    def type_later(self, *lines: str) -> threading.Thread:
-        def typing() -> None:
-            for n, line in enumerate(lines):
-                self._read_until(b"OAR server address" if n == 0 else b"IPv4")
-                time.sleep(0.1)
-                os.write(self.master, line.encode())
-            self._read_until(b"\r\n" * 99, timeout=0.5)
-
-        thread = threading.Thread(target=typing, daemon=True)
-        thread.start()
-        return thread
+    def shown(self) -> str:
+        return screen(self.master)
 
     def close(self) -> None:
         os.close(self.master)
@@ -268,47 +248,60 @@ class Console:
 
 @pytest.fixture
 def console(monkeypatch):
-    """The real autoconf.prompt, asking on a pseudo-terminal instead of stdin."""
-    from autoconf import prompt
-
+    """The real autoconf.prompt, asking on a pseudo-terminal instead of stdin, on a fake clock."""
     term = Console()
-    monkeypatch.setattr(prompt, "ask", functools.partial(prompt.ask, fd=term.slave,
-                                                         out_fd=term.slave))
+    real_ask = prompt.ask
+
+    def ask(question, *args, **kw):
+        term.asked.append(question)
+        return real_ask(question, *args, fd=term.slave, out_fd=term.slave, clock=term.clock,
+                        wait=term.clock.wait_key, **kw)
+
+    monkeypatch.setattr(prompt, "ask", ask)
     yield term
     term.close()
 
 
 def test_prompt_is_the_last_resort_and_bad_answers_ask_again(tmp_path, console):
-    typing = console.type_later("not an address\r", "10.0.0.77:6000\r")
+    console.type_at(1, "not an address\r")
+    console.type_at(2, "10.0.0.77:6000\r")
     server = discover.find_server(config(timeout=5), tmp_path, probe=answers(),
                                   beacon_timeout=0)
-    typing.join(5)
     assert (server.host, server.port, server.source) == ("10.0.0.77", 6000, Source.PROMPT)
-    assert b"'not an address' is not an IPv4 address" in console.shown
+    assert "'not an address' is not an IPv4 address" in console.shown()
 
 
 def test_prompt_timeout_means_no_server(tmp_path, console):
-    started = time.monotonic()
     assert discover.find_server(config(timeout=1), tmp_path, probe=answers(),
                                 beacon_timeout=0) is None
-    assert time.monotonic() - started >= 0.9
-    assert b"OAR server address" in console.drain()  # it was asked, then timed out
+    assert console.clock.elapsed == 1  # it was asked for the whole timeout
+    assert "OAR server address" in console.shown()
 
 
 def test_no_prompt_when_timeout_is_zero_or_asking_is_off(tmp_path, console):
-    started = time.monotonic()
     assert discover.find_server(config(timeout=0), tmp_path, probe=answers(),
                                 beacon_timeout=0) is None
     assert discover.find_server(config(timeout=5), tmp_path, probe=answers(),
                                 beacon_timeout=0, ask=False) is None
-    assert time.monotonic() - started < 1
-    assert b"OAR server address" not in console.drain()
+    assert console.clock.elapsed == 0
+    assert "OAR server address" not in console.shown()
 
 
-def test_prompt_module_is_not_loaded_when_another_source_answers(tmp_path, monkeypatch):
-    monkeypatch.delitem(sys.modules, "autoconf.prompt", raising=False)
-    discover.find_server(config(server="10.0.0.9"), tmp_path)
-    assert "autoconf.prompt" not in sys.modules
+def test_the_prompt_is_never_shown_when_another_source_answers(tmp_path, console):
+    port = free_udp_port()
+    with beacon.BeaconSender("127.0.0.1:6690", beacon.cluster_id(TOKEN), "127.0.0.1",
+                             port=port, interval=0.1):
+        from_beacon = discover.find_server(config(timeout=5), tmp_path, probe=answers(),
+                                           beacon_timeout=5, beacon_port=port,
+                                           beacon_bind="127.0.0.1")
+    write(tmp_path, "run/net-ens3.conf", KLIBC_NET_CONF.format(server="10.0.0.1"))
+    from_dhcp = discover.find_server(config(timeout=5), tmp_path, probe=answers("10.0.0.1"))
+    from_config = discover.find_server(config(timeout=5, server="10.0.0.9"), tmp_path)
+    sources = [s.source for s in (from_beacon, from_dhcp, from_config)]
+    assert sources == [Source.BEACON, Source.DHCP, Source.CONFIG]
+    assert console.asked == []
+    assert console.clock.elapsed == 0
+    assert "OAR server address" not in console.shown()
 
 
 @pytest.mark.parametrize("text", ["", "10.0.0", "10.0.0.1:", "10.0.0.1:0", "10.0.0.1:70000",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,13 +85,35 @@ def test_render_sets_our_keys_in_place_and_keeps_everything_else(tmp_path):
     assert 'OPENSSH_CMD="/usr/bin/ssh -p 6667 -e none"' in lines
 
 
+RENDER_ELSEWHERE = """\
+import sys
+from pathlib import Path
+from autoconf import oarconf
+secrets = oarconf.Secrets(sys.argv[2], sys.argv[3])
+settings = oarconf.OarSettings("oar-server", "10.0.0.1", secrets)
+sys.stdout.write(oarconf.render_for(settings, Path(sys.argv[1])))
+"""
+
+
+@pytest.mark.spawns  # a second interpreter stands for the other machine
 def test_render_is_the_same_text_whatever_machine_renders_it(tmp_path):
-    root = fake_root(tmp_path)
+    server = fake_root(tmp_path / "server")
+    node = fake_root(tmp_path / "node")
+    for root, name in ((server, "oar-server"), (node, "node-1")):
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc/hostname").write_text(name + "\n")
     settings = OarSettings("oar-server", "10.0.0.1", SECRETS)
-    assert oarconf.render_for(settings, root) == oarconf.render_for(settings, root)
-    assert oarconf.render(oarconf.render_for(settings, root), settings.values()) == (
-        oarconf.render_for(settings, root)
-    ), "rendering an already rendered file changes nothing"
+    on_server = oarconf.render_for(settings, server)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), PYTHONHASHSEED="12345",
+               HOSTNAME="node-1", LANG="C", TZ="Pacific/Chatham")
+    on_node = subprocess.run(
+        [sys.executable, "-c", RENDER_ELSEWHERE, str(node), SECRETS.db_password,
+         SECRETS.db_password_ro], env=env, cwd=node, check=True, capture_output=True, text=True,
+    ).stdout
+    assert on_node == on_server
+    assert oarconf.render(on_server, settings.values()) == on_server, (
+        "rendering an already rendered file changes nothing"
+    )
 
 
 def test_missing_keys_are_appended_and_duplicates_dropped():

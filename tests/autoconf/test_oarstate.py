@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
 
-from autoconf.oarstate import Oar, OarError
+from autoconf.oarstate import Oar, OarError, OarResource
 from boot.proc import CommandError
 
 CONF = """\
@@ -18,10 +19,24 @@ DB_BASE_PASSWD_RO="s3cret"
 """
 
 
-class Psql:
-    """Answers psql as the database would; records what was asked and with which password."""
+TABLE = [  # OAR's resources table, more columns than OAR Live reads, not in id order
+    {"resource_id": 2, "network_address": "node-2", "state": "Absent", "next_state": "Alive",
+     "cpu": 2, "core": 3, "thread": None, "cpuset": 1, "mem": 4, "host": "node-2",
+     "besteffort": "YES"},
+    {"resource_id": 1, "network_address": "node-1", "state": "Alive", "next_state": None,
+     "cpu": 1, "core": 1, "thread": 7, "cpuset": 0, "mem": 2, "host": "node-1",
+     "besteffort": "YES"},
+]  # fmt: skip
+_SELECT = re.compile(r"\(SELECT (?P<columns>[a-z_, ]+) FROM resources\) r")
 
-    def __init__(self, answer: str = "", fails: bool = False) -> None:
+
+class Psql:
+    """Answers psql as the database would: the columns and order the query asks of TABLE.
+
+    Records what was asked and with which password; a query it does not know is a psql error.
+    """
+
+    def __init__(self, answer: str | None = None, fails: bool = False) -> None:
         self.answer, self.fails = answer, fails
         self.calls: list[tuple[list[str], dict]] = []
 
@@ -29,7 +44,21 @@ class Psql:
         self.calls.append((list(argv), env or {}))
         if self.fails:
             raise CommandError(list(argv), 2, "could not connect to server")
-        return subprocess.CompletedProcess(argv, 0, self.answer, "")
+        answer = self.answer if self.answer is not None else self._select(argv[-1])
+        return subprocess.CompletedProcess(argv, 0, answer, "")
+
+    @staticmethod
+    def _select(sql: str) -> str:
+        if "FROM information_schema.columns WHERE table_name = 'resources'" in sql:
+            return json.dumps(sorted(TABLE[0]))
+        match = _SELECT.search(sql)
+        if match is None:
+            raise CommandError(["psql"], 1, f"ERROR: a query this fake does not know: {sql}")
+        columns = [c.strip() for c in match["columns"].split(",")]
+        rows = [{c: row[c] for c in columns} for row in TABLE]
+        if "ORDER BY r.resource_id" in sql:
+            rows.sort(key=lambda row: row["resource_id"])
+        return json.dumps(rows)
 
 
 @pytest.fixture
@@ -40,20 +69,19 @@ def conf(tmp_path):
 
 
 def test_resources_are_read_in_one_psql_call_as_the_read_only_user(conf):
-    rows = [{"resource_id": 1, "network_address": "node-1", "state": "Alive",
-             "next_state": "UnChanged", "cpu": 1, "core": 1, "thread": None, "cpuset": 0,
-             "mem": 2}]  # fmt: skip
-    psql = Psql(json.dumps(rows))
-    [resource] = Oar(conf, psql).resources()
-    assert (resource.host, resource.cpuset, resource.state) == ("node-1", 0, "Alive")
-    argv, env = psql.calls[0]
+    psql = Psql()
+    resources = Oar(conf, psql).resources()
+    assert resources == [
+        OarResource(1, "node-1", "Alive", "UnChanged", 1, 1, 7, 0, 2),
+        OarResource(2, "node-2", "Absent", "Alive", 2, 3, None, 1, 4),
+    ]
+    [(argv, env)] = psql.calls
     assert argv[:2] == ["psql", "-XAtq"] and argv[argv.index("-U") + 1] == "oar_ro"
     assert argv[argv.index("-h") + 1] == "10.0.0.1" and env["PGPASSWORD"] == "s3cret"
 
 
 def test_the_columns_of_the_resources_table_name_the_properties(conf):
-    psql = Psql(json.dumps(["core", "cpu", "cpuset", "resource_id", "state"]))
-    assert {"cpu", "core", "cpuset"} <= Oar(conf, psql).columns()
+    assert Oar(conf, Psql()).columns() == set(TABLE[0])
 
 
 def test_a_database_without_a_resources_table_or_unreachable_is_an_oar_error(conf):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from autoconf.prompt import Answer, How, ask
+from tests.autoconf.fakeclock import FakeClock, screen
 
 pytestmark = pytest.mark.spawns  # a real pty (no process, except the pty.fork test)
 
@@ -85,15 +86,15 @@ def test_enter_takes_the_default(console):
 
 
 def test_timeout_takes_the_default_and_counts_down_in_place(console):
-    start = time.monotonic()
-    console.start("Role", "solo", choices=["server", "node", "solo"], timeout=2)
-    assert console.finish(limit=6) == Answer("solo", How.TIMEOUT)
-    elapsed = time.monotonic() - start
-    assert 1.8 <= elapsed < 5
-    screen = console.read_until("solo\x1b[K")
-    countdown = screen[: screen.index("1s: ")]
+    clock = FakeClock()
+    answer = ask("Role", "solo", choices=["server", "node", "solo"], timeout=2, fd=console.slave,
+                 out_fd=console.slave, clock=clock, wait=clock.wait_key)
+    assert answer == Answer("solo", How.TIMEOUT)
+    assert clock.elapsed == 2  # it waited the whole countdown, and no longer
+    shown = screen(console.master, until="solo\x1b[K")
+    countdown = shown[: shown.index("1s: ")]
     assert "2s: " in countdown and "\n" not in countdown  # redrawn with \r, not new lines
-    assert "0s: " not in screen
+    assert "0s: " not in shown
     assert termios.tcgetattr(console.slave)[3] & termios.ECHO
 
 
@@ -133,27 +134,34 @@ def test_ctrl_c_takes_the_default_and_restores_the_terminal(console):
 
 
 def test_typing_restarts_the_countdown(console):
-    console.start("Role", "auto", timeout=2)
-    console.read_until("2s: ")
-    time.sleep(1.2)
-    console.type("s")
-    time.sleep(1.2)  # 2.4 s after the start: past the first deadline
-    console.type("olo\r")
-    assert console.finish() == Answer("solo", How.TYPED)
+    clock = FakeClock()
+    clock.type_at(1.2, console.master, "s")
+    clock.type_at(2.4, console.master, "olo\r")  # past the first deadline
+    answer = ask("Role", "auto", timeout=2, fd=console.slave, out_fd=console.slave, clock=clock,
+                 wait=clock.wait_key)
+    assert answer == Answer("solo", How.TYPED)
+    assert clock.elapsed == 2.4
 
 
 def test_keys_pressed_before_the_question_are_not_an_answer(console):
     console.type("server\r")  # typed during the boot, before the prompt appeared
-    console.start("Role", "auto", timeout=1)
-    assert console.finish() == Answer("auto", How.TIMEOUT)
+    assert select.select([console.slave], [], [], 5)[0], "the keys never reached the terminal"
+    clock = FakeClock()
+    answer = ask("Role", "auto", timeout=1, fd=console.slave, out_fd=console.slave, clock=clock,
+                 wait=clock.wait_key)
+    assert answer == Answer("auto", How.TIMEOUT)
 
 
 def test_no_terminal_means_no_wait():
+    def never(fd, seconds):
+        raise AssertionError(f"waited {seconds} s for a key without a terminal")
+
     read_end, write_end = os.pipe()
     try:
-        start = time.monotonic()
-        assert ask("Role", "auto", timeout=30, fd=read_end) == Answer("auto", How.NO_TERMINAL)
-        assert time.monotonic() - start < 0.5
+        clock = FakeClock()
+        answer = ask("Role", "auto", timeout=30, fd=read_end, clock=clock, wait=never)
+        assert answer == Answer("auto", How.NO_TERMINAL)
+        assert clock.elapsed == 0
     finally:
         os.close(read_end)
         os.close(write_end)

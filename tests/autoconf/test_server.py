@@ -243,9 +243,10 @@ def test_real_server_steps_are_idempotent(oar_server):
     """After the session's set-up, running the database steps again changes nothing."""
     from tests.autoconf.fakenodes import LOOPBACK_SERVER
 
+    resources = oar_server.resources()
     assert server.ensure_postgresql(LOOPBACK_SERVER) is False
     assert server.ensure_oar_conf(LOOPBACK_SERVER) is False
     assert server.ensure_database() is False
     assert server.ensure_oar_server() is False
     assert server.ensure_properties() is False
-    assert oar_server.resources() is not None
+    assert oar_server.resources() == resources, "the steps again changed OAR's resources"

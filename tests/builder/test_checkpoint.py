@@ -56,14 +56,26 @@ def test_source_files_named_by_a_variable_are_part_of_the_key(tree):
     assert k2[0] == k1[0] and k2[1] != k1[1]
 
 
-def test_tree_digest_sees_content_names_and_modes(tmp_path: Path):
-    (tmp_path / "f").write_text("x")
-    d1 = tree_digest(tmp_path)
-    (tmp_path / "f").chmod(0o755)
-    d2 = tree_digest(tmp_path)
+def test_tree_digest_sees_content_names_modes_and_links_but_not_bytecode(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f").write_text("x")
+    seen = {tree_digest(tmp_path)}
+    (tmp_path / "sub" / "f").write_text("y")  # content
+    seen.add(tree_digest(tmp_path))
+    (tmp_path / "sub" / "f").rename(tmp_path / "sub" / "g")  # name
+    seen.add(tree_digest(tmp_path))
+    (tmp_path / "sub" / "g").chmod(0o755)  # mode
+    seen.add(tree_digest(tmp_path))
+    (tmp_path / "link").symlink_to("sub/g")  # a symlink, then where it points
+    seen.add(tree_digest(tmp_path))
+    (tmp_path / "link").unlink()
+    (tmp_path / "link").symlink_to("sub")
+    seen.add(tree_digest(tmp_path))
+    assert len(seen) == 6
+    last = tree_digest(tmp_path)
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "junk.pyc").write_text("y")
-    assert d1 != d2 and tree_digest(tmp_path) == d2
+    assert tree_digest(tmp_path) == last
 
 
 def test_store_save_get_clear(tmp_path: Path):

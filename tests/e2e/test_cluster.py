@@ -22,6 +22,7 @@ from boot.vcluster import state as vstate
 from boot.vcluster.cli import DEMO_JOB
 from boot.vcluster.remote import Remote, RemoteError
 from boot.vcluster.state import ClusterState
+from tests.e2e import oarnodes
 
 pytestmark = pytest.mark.e2e
 
@@ -61,17 +62,7 @@ class Cluster:
 
     def resources(self) -> list[dict[str, str]]:
         """`oarnodes` as the job user: one dict per resource (network_address, state, cpuset)."""
-        out = self.remote.run("oarnodes", timeout=120).stdout
-        found = []
-        for block in re.split(r"\n\s*\n", out.strip()):
-            fields = dict(re.findall(r"^\s*(\w+)\s*:\s*(.*?)\s*$", block, re.M))
-            if "network_address" not in fields:
-                continue
-            props = dict(re.findall(r"(\w+)=([^,]*)", fields.get("properties", "")))
-            found.append({"host": fields["network_address"], "state": fields.get("state", ""),
-                          "cpuset": props.get("cpuset", "").strip(),
-                          "id": fields.get("resource_id", "")})
-        return found
+        return oarnodes.parse(self.remote.run("oarnodes", timeout=120).stdout)
 
     def alive(self) -> dict[str, list[int]] | None:
         """host -> sorted cpusets when every node's resources are Alive, else None."""
@@ -152,8 +143,12 @@ def test_a_one_core_job_is_confined_to_one_core(cluster):
     assert f"/oar/{cluster.state.user}_{job}" in out
 
 
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+
+
 def test_a_rebooted_node_comes_back_alive_with_the_same_resources(cluster):
     node = cluster.state.nodes[-1]
+    before = cluster.remote.run(BOOT_ID, node, timeout=60).stdout.strip()
     boots = cluster.boots(node.name)
     cluster.remote.run("sudo -n systemctl reboot", node, timeout=60, check=False)
     cluster.wait(f"{node.name} rebooting", lambda: cluster.boots(node.name) > boots, 120, 2)
@@ -161,6 +156,13 @@ def test_a_rebooted_node_comes_back_alive_with_the_same_resources(cluster):
     assert found == expected_resources(cluster.state)
     ids = Counter(r["id"] for r in cluster.resources())
     assert len(ids) == sum(m.cpus for m in cluster.state.nodes) and max(ids.values()) == 1
+    # OAR's rows alone may be the ones from before the reboot: the node itself must be back,
+    # running a job pinned to it on its new boot.
+    line = f"cd && oarsub -p \"host='{node.oar_hostname}'\" -l nodes=1 '{BOOT_ID}'"
+    job = int(re.search(r"OAR_JOB_ID=(\d+)", cluster.remote.run(line, timeout=180).stdout)[1])
+    assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
+    after = cluster.remote.run(f"cat ~/OAR.{job}.stdout", node, timeout=60).stdout.strip()
+    assert after and after != before, f"the job ran on boot {after!r}, not after the reboot"
 
 
 def test_after_a_server_reboot_the_nodes_register_again_and_jobs_run(cluster):

@@ -19,6 +19,7 @@ import yaml
 
 from boot.vcluster.qemu import VM, Firmware, VMSpec
 from boot.vcluster.remote import Credentials, credentials_path, read_credentials
+from tests.e2e import oarnodes
 
 pytestmark = pytest.mark.e2e
 
@@ -28,11 +29,16 @@ NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
 
 
 def _oar_ready(vm: VM) -> None:
-    """The agent made this machine server and node (solo) before the login prompt."""
+    """The agent made this machine server and node (solo) before the login prompt: OAR has
+    one Alive resource for each of its CPUs, cpusets 0 to N-1, on one host."""
     _, active = vm.run("systemctl is-active postgresql oar-server oar-node", 30, check=False)
     assert active.split() == ["active", "active", "active"]
-    _, nodes = vm.run("oarnodes -s", 60)
-    assert "Alive" in nodes
+    _, cpus = vm.run("nproc --all", 30)
+    _, out = vm.run("oarnodes", 60)
+    resources = oarnodes.parse(out)
+    assert len({r["host"] for r in resources}) == 1, out
+    assert sorted(int(r["cpuset"]) for r in resources) == list(range(int(cpus))), out
+    assert all(r["state"] == "Alive" for r in resources), out
 
 
 def _console_set_up_from_the_image(vm: VM) -> None:

@@ -130,6 +130,14 @@ def test_beside_the_lans_dhcp_server_the_server_is_a_proxy(artifacts, tmp_path_f
         node = state.nodes[0]
         remote = Remote(state)
         # The node's address came from the LAN's server (its fixed lease), its boot from ours.
+        lan_leases = (state_dir / "dnsmasq.leases").read_text()
+        assert any(words[1:3] == [node.mac, node.address]
+                   for words in map(str.split, lan_leases.splitlines())), lan_leases
+        ours = remote.run("sudo -n cat /run/oar-live/pxe/dnsmasq.leases 2>/dev/null; true",
+                          timeout=60).stdout
+        assert node.mac not in ours, f"the proxy gave the node an address:\n{ours}"
+        addresses = remote.run("ip -4 -o addr show", node, timeout=120).stdout
+        assert f" {node.address}/" in addresses, addresses
         cmdline = remote.run("cat /proc/cmdline", node, timeout=120).stdout.split()
         assert "oar.role=node" in cmdline and "oar.server=10.77.0.2" in cmdline
         assert "fetch=http://10.77.0.2:6682/filesystem.squashfs" in cmdline
@@ -137,5 +145,8 @@ def test_beside_the_lans_dhcp_server_the_server_is_a_proxy(artifacts, tmp_path_f
         status = remote.cluster_status()
         assert [n["host"] for n in status["nodes"] if n["state"] == "Alive"] == [
             node.oar_hostname]
+        job = remote.submit(DEMO_JOB, "nodes=1")
+        assert remote.wait_job(job, 600) == "Terminated"
+        assert remote.job_output(job).split() == [node.oar_hostname]
     finally:
         vcluster_down(state_dir, state)
