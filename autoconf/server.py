@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autoconf import etchosts, oarconf, timing
+from autoconf.block import find_block
 from autoconf.config import Config
 from autoconf.detect import Detection, cluster_address
 from autoconf.oarconf import OAR_CONF
@@ -49,8 +50,6 @@ REGISTRY_UNIT = "oar-live-registry.service"
 PROPERTIES = ("cpu", "core", "thread", "mem", "host")  # host is a string property (-c)
 PG_CONF_DIR = Path("etc/postgresql")
 PG_DROPIN = "conf.d/oar-live.conf"
-HBA_BEGIN = "# BEGIN oar-live (managed by oar-autoconf)"
-HBA_END = "# END oar-live"
 LOOPBACK = "127.0.0.1/8"
 
 Runner = Callable[..., Any]
@@ -158,21 +157,6 @@ def _pg_main_dirs(root: Path) -> list[Path]:
     return dirs[-1:]  # the newest major version's cluster
 
 
-def _replace_block(text: str, lines: list[str]) -> str:
-    kept: list[str] = []
-    inside = False
-    for line in text.splitlines():
-        if line.strip() == HBA_BEGIN:
-            inside = True
-        elif line.strip() == HBA_END:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    while kept and not kept[-1].strip():
-        kept.pop()
-    return "\n".join([*kept, "", HBA_BEGIN, *lines, HBA_END]) + "\n"
-
-
 def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = proc.run) -> bool:
     """PostgreSQL listens on localhost and the cluster address only, lets the cluster's
     network in as oar and oar_ro, and runs (restarted when its settings changed)."""
@@ -194,7 +178,7 @@ def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = pr
             current = hba.read_text()
         except FileNotFoundError:
             raise ServerError(f"{hba} is missing: the PostgreSQL cluster is broken") from None
-        changed |= write_if_changed(hba, _replace_block(current, rules))
+        changed |= write_if_changed(hba, find_block(current).replaced(rules, at_end=True))
     running = service("postgresql", "status", root, run) and _pg_ready(run)
     if changed and running:
         service("postgresql", "restart", root, run)  # listen_addresses needs a restart
