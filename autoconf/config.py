@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from boot.cmdline import cmdline_params, read_cmdline
+from boot.cmdline import cmdline_params
 
 REGISTRY_PORT = 6680  # tcp: the registration service (autoconf.registry)
 BEACON_PORT = 6681  # udp: the discovery beacon (autoconf.beacon)
@@ -259,8 +259,11 @@ def _describe(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
-def load_config(root: Path = Path("/"), cmdline: str | None = None) -> tuple[Config, list[str]]:
-    """The effective configuration before prompts, and the warnings for the console."""
+def load_config(root: Path, cmdline: str) -> tuple[Config, list[str]]:
+    """The effective configuration before prompts, and the warnings for the console.
+
+    `cmdline` is the kernel command line, read once by the caller (boot.cmdline.read_cmdline).
+    """
     warnings: list[str] = []
     layers = [
         (Source.IMAGE, "image config", _layer_from_yaml(root / IMAGE_CONFIG, "image config",
@@ -268,7 +271,7 @@ def load_config(root: Path = Path("/"), cmdline: str | None = None) -> tuple[Con
         (Source.MEDIUM, "boot medium", _layer_from_yaml(root / MEDIUM_CONFIG, "boot medium",
                                                         warnings)),
         (Source.CMDLINE, "kernel command line",
-         _layer_from_cmdline(read_cmdline(root) if cmdline is None else cmdline, warnings)),
+         _layer_from_cmdline(cmdline, warnings)),
     ]
     config = Config()
     values: dict[str, Any] = {}

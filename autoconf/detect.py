@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boot.cmdline import cmdline_params, read_cmdline
+from boot.cmdline import cmdline_params
 from boot.netif import IFNAME_RE, MAC_RE, Interface, interfaces, normal_mac
 
 CPU_DIR = Path("sys/devices/system/cpu")
@@ -351,13 +351,12 @@ def stable_hostname(mac: str | None, uuid: str | None, root: Path = Path("/")) -
     raise DetectionError("no MAC address, DMI product_uuid or machine-id to name this machine")
 
 
-def detect(root: Path = Path("/"), net: str | None = None, cmdline: str | None = None
-           ) -> Detection:
-    """Describe the machine under `root`; `net` is `oar.net` (interface name or CIDR)."""
+def detect(root: Path = Path("/"), net: str | None = None, cmdline: str = "") -> Detection:
+    """Describe the machine under `root`; `net` is `oar.net` (interface name or CIDR), `cmdline`
+    the kernel command line its caller read (PXE's BOOTIF names the boot interface)."""
     cpus, mem_mib = cpu_topology(root), memory_mib(root)  # nothing to register without them
     found = interfaces(root)
-    boot = boot_interface(found, read_cmdline(root) if cmdline is None else cmdline,
-                          default_route_interface(root), net)
+    boot = boot_interface(found, cmdline, default_route_interface(root), net)
     boot_iface = next((i for i in found if i.name == boot), None)
     mac = boot_iface.mac if boot_iface else None
     uuid = product_uuid(root)

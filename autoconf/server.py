@@ -27,7 +27,6 @@ from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError
 from autoconf.registration import SERVER_STATE, ServerState
 from boot import proc
-from boot.cmdline import read_cmdline
 from boot.files import write_if_changed
 from boot.pxe import configure as pxe
 
@@ -323,13 +322,13 @@ def _prepare_netboot(config: Config, detection: Detection, root: Path,
         return None
 
 
-def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, root: Path,
-                   run: Runner) -> None:
+def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, cmdline: str,
+                   root: Path, run: Runner) -> None:
     keys = pxe.node_keys(config.keymap, config.token,
                          token_in_image=config.source("token") in ("default", "image"))
     try:
         say("netboot service (PXE)",
-            *pxe.start(netboot, host.interface, keys, read_cmdline(root), root, run))
+            *pxe.start(netboot, host.interface, keys, cmdline, root, run))
     except (pxe.PxeError, proc.CommandError, OSError) as exc:
         print(f"  server: netboot service           FAILED ({exc})", flush=True)
 
@@ -338,8 +337,12 @@ def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, root:
 
 
 def handle(config: Config, detection: Detection, root: Path = Path("/"),
-           run: Runner = proc.run) -> str:
-    """Set this machine up as the OAR server; returns the server's hostname."""
+           run: Runner = proc.run, cmdline: str = "") -> str:
+    """Set this machine up as the OAR server; returns the server's hostname.
+
+    `cmdline` is the server's kernel command line (the agent's): the netboot menus show the
+    nodes' console where the server's is.
+    """
     netboot = _prepare_netboot(config, detection, root, run)
     if netboot is not None:  # the cluster interface may just have been given its address
         given = netboot.interface
@@ -360,7 +363,7 @@ def handle(config: Config, detection: Detection, root: Path = Path("/"),
               f"{host.address}:6680")
         if netboot is not None:
             with timing.step("netboot service"):
-                _start_netboot(netboot, host, config, root, run)
+                _start_netboot(netboot, host, config, cmdline, root, run)
     except (proc.CommandError, oarconf.OarConfError, OSError) as exc:
         raise ServerError(f"server role: {exc}") from None
     return host.hostname

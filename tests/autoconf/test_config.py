@@ -17,6 +17,7 @@ from autoconf.config import (
     read_config,
     write_config,
 )
+from boot.cmdline import read_cmdline
 
 DEBIAN_CMDLINE = "BOOT_IMAGE=/live/vmlinuz boot=live components quiet splash"
 
@@ -54,9 +55,9 @@ def test_kernel_keys_are_parsed_and_typed(tmp_path):
     assert config.source("autoconf") == "default"
 
 
-def test_cmdline_is_read_from_root_proc_cmdline(tmp_path):
+def test_the_kernel_line_of_root_proc_cmdline_gives_the_settings(tmp_path):
     write(tmp_path, "proc/cmdline", f"{DEBIAN_CMDLINE} oar.role=solo oar.autoconf=0\n")
-    config, _ = load_config(tmp_path)
+    config, _ = load_config(tmp_path, read_cmdline(tmp_path))
     assert config.role is Role.SOLO and config.autoconf is False
 
 

@@ -116,9 +116,11 @@ def test_pxe_bootif_wins_over_the_default_route(tmp_path):
     machine = replace(fakeroot.two_sockets_two_cores(), nics=(
         FakeNic("eno1", "aa:bb:cc:00:00:01", ("192.168.1.7/24",)),
         FakeNic("eno2", "aa:bb:cc:00:00:02", ("10.0.0.7/24",)),
-    ), default_route="eno1", cmdline="initrd=initrd.img boot=live BOOTIF=01-AA-BB-CC-00-00-02")
-    d = detect_layout(tmp_path, machine)
+    ), default_route="eno1")
+    cmdline = "initrd=initrd.img boot=live BOOTIF=01-AA-BB-CC-00-00-02"
+    d = detect_layout(tmp_path, machine, cmdline=cmdline)
     assert d.boot_interface == "eno2" and d.hostname == "node-aabbcc000002"
+    assert detect_layout(tmp_path / "again", machine).boot_interface == "eno1"
 
 
 def test_oar_net_picks_the_cluster_interface(tmp_path):
