@@ -6,7 +6,9 @@ the real root ("/") they come from netifaces (psutil as a fallback), and in a fa
 sys/class/net/<if>/test_addresses (one CIDR a line), a file that exists only in fake trees.
 
 The result, `Detection`, is also the registration payload a node posts to the server, hence
-`to_json()` / `from_json()` (which validates the shape of what a peer sent).
+`to_json()` / `from_json()`: the one validator of that payload, with the limits below, which
+the registry (autoconf.registration) calls. The kernel command line (BOOTIF) comes from the
+caller, which read it once.
 """
 
 from __future__ import annotations
