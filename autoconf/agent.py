@@ -1,8 +1,10 @@
 """The boot-time flow of the agent: config, keyboard, role, detection, role actions, summary.
 
 `oar-autoconf boot` runs this once per boot from a systemd oneshot on the console. Each step is
-one function below, called in order by `boot()`; none of them can hang the boot on user input
-(prompts time out, bad values fall back to defaults with a warning). The role actions live in
+one function below, called in order by `boot()`, which reads the kernel command line once
+(`--cmdline` replaces it) and hands it to the settings, detection and the server role; none of
+them can hang the boot on user input (prompts time out, bad values fall back to defaults with a
+warning). The role actions live in
 autoconf.server and autoconf.node and are imported only when the role needs them.
 """
 
@@ -26,6 +28,7 @@ from autoconf.outcome import Pending
 from autoconf.prompt import ask
 from autoconf.resources import oar_mem_gib, plan_resources
 from boot import console as lines
+from boot.cmdline import read_cmdline
 from boot.proc import CommandError
 
 ROLE_CHOICES = [Role.SERVER.value, Role.NODE.value, Role.SOLO.value, Role.AUTO.value]
@@ -42,7 +45,7 @@ class Console:
     """
 
     root: Path = Path("/")
-    cmdline: str | None = None  # None: read root/proc/cmdline
+    cmdline: str | None = None  # the kernel command line; None: root/proc/cmdline, read once
     tty: int | None = None  # the prompts' terminal; None: stdin
     out: TextIO = field(default_factory=lambda: sys.stdout)
     debug: bool = False
@@ -62,8 +65,8 @@ class StepFailed(Exception):
 # ---- the steps, in boot order -------------------------------------------------------------------
 
 
-def effective_config(console: Console) -> Config:
-    config, warnings = load_config(console.root, console.cmdline)
+def effective_config(console: Console, cmdline: str) -> Config:
+    config, warnings = load_config(console.root, cmdline)
     for warning in warnings:
         console.say(lines.warning(warning))
     return config
@@ -129,14 +132,14 @@ def resolve_auto_role(config: Config, console: Console) -> Config:
     return config.answered(Source.AUTO, role=Role.SOLO)
 
 
-def detection(config: Config, console: Console) -> Detection:
+def detection(config: Config, console: Console, cmdline: str) -> Detection:
     try:
-        return detect(console.root, config.net)
+        return detect(console.root, config.net, cmdline)
     except (DetectionError, OSError) as exc:
         raise StepFailed(f"cannot describe this machine: {exc}") from None
 
 
-def _action(console: Console, role: str) -> Callable[[Config, Detection], str]:
+def _action(console: Console, role: str, cmdline: str) -> Callable[[Config, Detection], str]:
     given = console.server_handle if role == "server" else console.node_handle
     if given is not None:
         return given
@@ -144,20 +147,22 @@ def _action(console: Console, role: str) -> Callable[[Config, Detection], str]:
         module = importlib.import_module(f"autoconf.{role}")
     except ImportError as exc:
         raise StepFailed(f"this image has no {role} role ({exc})") from None
+    if role == "server":  # the netboot menus it serves follow the server's own kernel line
+        return functools.partial(module.handle, root=console.root, cmdline=cmdline)
     return functools.partial(module.handle, root=console.root)
 
 
-def role_actions(config: Config, found: Detection, console: Console) -> str:
+def role_actions(config: Config, found: Detection, console: Console, cmdline: str) -> str:
     """Run the role; returns this machine's hostname in the cluster."""
     try:
         if config.role is Role.SERVER:
-            return _action(console, "server")(config, found)
+            return _action(console, "server", cmdline)(config, found)
         if config.role is Role.NODE:
-            return _action(console, "node")(config, found)
+            return _action(console, "node", cmdline)(config, found)
         # solo: the server, then a node registering with it on the same machine
-        _action(console, "server")(config, found)
+        _action(console, "server", cmdline)(config, found)
         own = cluster_address(found, config.net) or "127.0.0.1"
-        return _action(console, "node")(config.answered(Source.AUTO, server=own), found)
+        return _action(console, "node", cmdline)(config.answered(Source.AUTO, server=own), found)
     except (StepFailed, Pending):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure must end as a sentence, not a hang
@@ -187,7 +192,8 @@ def boot(console: Console) -> int:
     """The whole boot flow; 0 when the machine is set up (or the agent is off)."""
     started = time.monotonic()
     console.say(lines.agent_started())
-    config = effective_config(console)
+    cmdline = read_cmdline(console.root) if console.cmdline is None else console.cmdline
+    config = effective_config(console, cmdline)
     if not config.autoconf:
         write_config(config, console.root)
         console.say(lines.info("oar.autoconf=0: automatic configuration is off"))
@@ -201,9 +207,9 @@ def boot(console: Console) -> int:
         with timing.step("role auto"):
             config = resolve_auto_role(config, console)
         with timing.step("detection"):
-            found = detection(config, console)
+            found = detection(config, console, cmdline)
         write_config(config, console.root)  # the role actions' services read it
-        hostname = role_actions(config, found, console)
+        hostname = role_actions(config, found, console, cmdline)
     except Pending as exc:
         console.say(lines.info(str(exc)))
         for line in lines.summary(summary(config, found, found.hostname), timing.BOOT.line(),

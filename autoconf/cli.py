@@ -19,6 +19,7 @@ from pathlib import Path
 from autoconf.config import SETTINGS, ConfigError, load_config, read_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
 from autoconf.resources import oar_mem_gib, plan_resources
+from boot.cmdline import read_cmdline
 
 # subcommand -> (module, function, help): each takes the remaining arguments
 DELEGATED = {
@@ -57,7 +58,7 @@ def describe(d: Detection, net: str | None = None) -> list[str]:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     try:
-        found = detect(args.root, args.net)
+        found = detect(args.root, args.net, read_cmdline(args.root))
     except DetectionError as exc:
         return die(str(exc), "is --root a machine root with sys/ and proc/?")
     commands = [r.oarnodesetting_argv() for r in plan_resources(found, found.hostname)]
@@ -80,7 +81,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         origin = "decided at boot (run/oar-live/config.json)"
         warnings: list[str] = []
     except ConfigError:
-        config, warnings = load_config(args.root)
+        config, warnings = load_config(args.root, read_cmdline(args.root))
         origin = "from the image, boot medium and kernel command line (not booted yet)"
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -1,5 +1,8 @@
 """The agent's effective configuration: defaults < image YAML < medium YAML < kernel `oar.*` keys.
 
+Each setting is one row of SETTINGS (name, parser, default, doc text): the row parses every
+layer's text, gives the Config field its default and writes boot/cmdline.md's table.
+
 Every layer is user input, so nothing here raises on it: an unknown key or a bad value becomes
 one warning line (the agent prints it on the console) and the value from the layer below is kept
 (the built-in default when no lower layer set it). Prompt answers are the last layer; the agent
@@ -22,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from boot.cmdline import cmdline_params, read_cmdline
+from boot.cmdline import cmdline_params
+from boot.netif import IFNAME_RE
 
 REGISTRY_PORT = 6680  # tcp: the registration service (autoconf.registry)
 BEACON_PORT = 6681  # udp: the discovery beacon (autoconf.beacon)
@@ -58,47 +62,6 @@ class ConfigError(Exception):
     """config.json is missing or unreadable (later stages cannot guess the boot's decisions)."""
 
 
-@dataclass(frozen=True)
-class Config:
-    role: Role = Role.ASK
-    server: str | None = None
-    keymap: str = "us"
-    timeout: int = 10
-    nbmin: int = 1
-    token: str = ""
-    pxe: bool = False
-    net: str | None = None
-    autoconf: bool = True
-    # where each value came from; not part of equality (two configs with the same settings are
-    # the same configuration wherever the values came from)
-    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}),
-                                       compare=False)
-
-    def source(self, key: str) -> str:
-        return self.sources.get(key, Source.DEFAULT.value)
-
-    def answered(self, source: Source = Source.PROMPT, **values: Any) -> Config:
-        """A copy with `values` set and their source recorded (prompt answers, auto role)."""
-        sources = dict(self.sources)
-        sources.update({key: source.value for key in values})
-        return replace(self, **values, sources=MappingProxyType(sources))
-
-    def server_endpoint(self) -> tuple[str, int] | None:
-        """(host, port) of the registration service from `server`, or None when unknown."""
-        if self.server is None:
-            return None
-        if _has_port(self.server):
-            host, _, port = self.server.rpartition(":")
-            return host.strip("[]"), int(port)
-        return self.server.strip("[]"), REGISTRY_PORT
-
-    def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
-        data["role"] = self.role.value
-        data["sources"] = {key: self.source(key) for key in SETTINGS}
-        return data
-
-
 def _has_port(server: str) -> bool:
     if server.startswith("["):
         return "]:" in server
@@ -108,7 +71,6 @@ def _has_port(server: str) -> bool:
 # ---- value parsers: text -> value, or ValueError with the reason a user reads -----------------
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$")
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
@@ -172,28 +134,112 @@ def _net(text: str) -> str:
             return str(ipaddress.ip_network(text, strict=False))
         except ValueError:
             raise ValueError("not a CIDR network such as 10.0.0.0/24") from None
-    if not _IFNAME_RE.match(text):
+    if not IFNAME_RE.match(text):
         raise ValueError("not an interface name or a CIDR network")
     return text
 
 
-SETTINGS: dict[str, Callable[[str], Any]] = {
-    "role": _role,
-    "server": _server,
-    "keymap": _keymap,
-    "timeout": _integer(0, MAX_TIMEOUT),
-    "nbmin": _integer(0, MAX_NBMIN),
-    "token": _token,
-    "pxe": _boolean,
-    "net": _net,
-    "autoconf": _boolean,
-}
-FLAGS = ("pxe", "autoconf")  # a bare `oar.pxe` on the kernel line means 1
+@dataclass(frozen=True)
+class Setting:
+    """One agent setting: its `oar.NAME` key, how its text is read, its default, its doc row."""
+
+    name: str
+    parse: Callable[[str], Any]  # text -> value, or ValueError with the reason a user reads
+    default: Any
+    values: str  # what a user may write (boot/cmdline.md's "values" column)
+    help: str  # what it does (the "meaning" column)
+
+    @property
+    def bare_means(self) -> str | None:
+        """What a bare `oar.NAME` (no `=value`) stands for: 1 for an on/off setting."""
+        return "1" if self.parse is _boolean else None
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in (
+    Setting("role", _role, Role.ASK, "`ask`, `server`, `node`, `solo`, `auto`",
+            "`solo`: server and node on one machine (the laptop case); `auto`: node if a "
+            "server answers on the network within the timeout, else solo"),
+    Setting("server", _server, None, "IP, IP:port or host name",
+            "where a node registers; the server writes it into the PXE menus it serves "
+            "(`boot.menus --server`)"),
+    Setting("keymap", _keymap, "us", "console keymap (`us`, `fr`, `de`, ...)",
+            "skips the keyboard prompt (the menu's \"Keyboard layout\" submenu)"),
+    Setting("timeout", _integer(0, MAX_TIMEOUT), 10, "seconds",
+            "how long each prompt waits before its default (0 = never ask)"),
+    Setting("nbmin", _integer(0, MAX_NBMIN), 1, "integer",
+            "the server reports the cluster ready once this many nodes are Alive"),
+    Setting("token", _token, "", "string",
+            "cluster secret; the image's is generated at build time "
+            "(`/etc/oar-live/config.yaml`)"),
+    Setting("pxe", _boolean, False, "`0` or `1`",
+            "the server also netboots other machines as nodes"),
+    Setting("net", _net, None, "interface name or CIDR",
+            "the cluster network, when the machine has several"),
+    Setting("autoconf", _boolean, True, "`0` or `1`",
+            "`0` turns the agent off (`oar-live-autoconf.service` is skipped)"),
+)}  # fmt: skip
+
+
+def _default(name: str) -> Any:
+    return SETTINGS[name].default
+
+
+def settings_table() -> str:
+    """The `oar.*` keys as the markdown table of boot/cmdline.md (a test keeps them equal)."""
+    rows = ["| key | values | default | meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS.values():
+        default = "none" if setting.default in (None, "") else f"`{_describe(setting.default)}`"
+        rows.append(f"| `oar.{setting.name}` | {setting.values} | {default} | {setting.help} |")
+    return "\n".join(rows) + "\n"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings of SETTINGS (one field each, its default from the table) and their sources."""
+
+    role: Role = _default("role")
+    server: str | None = _default("server")
+    keymap: str = _default("keymap")
+    timeout: int = _default("timeout")
+    nbmin: int = _default("nbmin")
+    token: str = _default("token")
+    pxe: bool = _default("pxe")
+    net: str | None = _default("net")
+    autoconf: bool = _default("autoconf")
+    # where each value came from; not part of equality (two configs with the same settings are
+    # the same configuration wherever the values came from)
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}),
+                                       compare=False)
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, Source.DEFAULT.value)
+
+    def answered(self, source: Source = Source.PROMPT, **values: Any) -> Config:
+        """A copy with `values` set and their source recorded (prompt answers, auto role)."""
+        sources = dict(self.sources)
+        sources.update({key: source.value for key in values})
+        return replace(self, **values, sources=MappingProxyType(sources))
+
+    def server_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) of the registration service from `server`, or None when unknown."""
+        if self.server is None:
+            return None
+        if _has_port(self.server):
+            host, _, port = self.server.rpartition(":")
+            return host.strip("[]"), int(port)
+        return self.server.strip("[]"), REGISTRY_PORT
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
+        data["role"] = self.role.value
+        data["sources"] = {key: self.source(key) for key in SETTINGS}
+        return data
+
 
 
 def parse_value(key: str, text: str) -> Any:
     """The typed value of setting `key` from its text; ValueError says why it is refused."""
-    return SETTINGS[key](text.strip())
+    return SETTINGS[key].parse(text.strip())
 
 
 # ---- layers ------------------------------------------------------------------------------------
@@ -210,10 +256,10 @@ def _layer_from_cmdline(cmdline: str, warnings: list[str]) -> dict[str, str]:
                             f"(known: {', '.join('oar.' + k for k in SETTINGS)})")
             continue
         if value is None:
-            if name not in FLAGS:
+            value = SETTINGS[name].bare_means
+            if value is None:
                 warnings.append(f"kernel command line: {key} needs a value ({key}=...); ignored")
                 continue
-            value = "1"
         raw[name] = value
     return raw
 
@@ -259,8 +305,11 @@ def _describe(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
-def load_config(root: Path = Path("/"), cmdline: str | None = None) -> tuple[Config, list[str]]:
-    """The effective configuration before prompts, and the warnings for the console."""
+def load_config(root: Path, cmdline: str) -> tuple[Config, list[str]]:
+    """The effective configuration before prompts, and the warnings for the console.
+
+    `cmdline` is the kernel command line, read once by the caller (boot.cmdline.read_cmdline).
+    """
     warnings: list[str] = []
     layers = [
         (Source.IMAGE, "image config", _layer_from_yaml(root / IMAGE_CONFIG, "image config",
@@ -268,7 +317,7 @@ def load_config(root: Path = Path("/"), cmdline: str | None = None) -> tuple[Con
         (Source.MEDIUM, "boot medium", _layer_from_yaml(root / MEDIUM_CONFIG, "boot medium",
                                                         warnings)),
         (Source.CMDLINE, "kernel command line",
-         _layer_from_cmdline(read_cmdline(root) if cmdline is None else cmdline, warnings)),
+         _layer_from_cmdline(cmdline, warnings)),
     ]
     config = Config()
     values: dict[str, Any] = {}

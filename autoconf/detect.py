@@ -6,7 +6,9 @@ the real root ("/") they come from netifaces (psutil as a fallback), and in a fa
 sys/class/net/<if>/test_addresses (one CIDR a line), a file that exists only in fake trees.
 
 The result, `Detection`, is also the registration payload a node posts to the server, hence
-`to_json()` / `from_json()` (which validates the shape of what a peer sent).
+`to_json()` / `from_json()`: the one validator of that payload, with the limits below, which
+the registry (autoconf.registration) calls. The kernel command line (BOOTIF) comes from the
+caller, which read it once.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boot.cmdline import cmdline_params, read_cmdline
-from boot.netif import MAC_RE, Interface, interfaces, normal_mac
+from boot.cmdline import cmdline_params
+from boot.netif import IFNAME_RE, MAC_RE, Interface, interfaces, normal_mac
 
 CPU_DIR = Path("sys/devices/system/cpu")
 MEMINFO = Path("proc/meminfo")
@@ -27,8 +29,21 @@ PRODUCT_UUID = Path("sys/class/dmi/id/product_uuid")
 MACHINE_ID = Path("etc/machine-id")
 
 HOSTNAME_RE = re.compile(r"^node-[0-9a-f]{12}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-MAX_CPUS = 8192
+UUID_RE = re.compile(r"^[0-9a-f-]{32,36}$")
+
+# What a detection may hold, checked by Detection.from_json (a registration's payload).
+MAX_CPUS = 4096  # logical CPUs of one machine
+MAX_CPU_ID = 8191  # the kernel's highest CPU number (NR_CPUS is at most 8192)
+MAX_TOPOLOGY_ID = 65535  # socket and core ids
+MAX_THREADS_PER_CORE = 64
+MAX_MEM_MIB = 64 * 1024 * 1024  # 64 TiB
+MAX_INTERFACES = 64
+MAX_ADDRESSES = 64
+_DETECTION_KEYS = frozenset({
+    "hostname", "mac", "product_uuid", "cpus", "mem_mib", "interfaces", "boot_interface",
+})  # fmt: skip
+_CPU_KEYS = frozenset({"cpu", "socket", "core", "thread"})
+_INTERFACE_KEYS = frozenset({"name", "mac", "addresses"})
 _BOGUS_UUIDS = {"0" * 32, "f" * 32, "03000200040005000006000700080009"}
 
 
@@ -84,83 +99,111 @@ class Detection:
 
     @classmethod
     def from_json(cls, data: Any) -> Detection:
-        """Rebuild a Detection sent by a peer; ValueError names the first field that is wrong."""
-        obj = _mapping(data, "detection")
-        hostname = _text(obj, "hostname")
+        """Rebuild a Detection sent by a peer, checking every field against the limits above.
+
+        ValueError names the first field that is wrong (`detection.cpus[3].core: ...`): a
+        missing or unknown field, a wrong type, a value out of range, a cpuset id or a place
+        of the topology given twice, a boot interface that is not one of the interfaces.
+        """
+        obj = _fields(data, "detection", _DETECTION_KEYS)
+        hostname = _text(obj["hostname"], "detection.hostname")
         if not HOSTNAME_RE.match(hostname):
-            raise ValueError("hostname: expected node- and 12 lowercase hex digits")
-        mac = _optional_text(obj, "mac")
-        if mac is not None and not MAC_RE.match(mac):
-            raise ValueError("mac: expected aa:bb:cc:dd:ee:ff in lowercase")
-        uuid = _optional_text(obj, "product_uuid")
-        if uuid is not None and not re.fullmatch(r"[0-9a-f-]{32,36}", uuid):
-            raise ValueError("product_uuid: expected a UUID")
-        raw_cpus = obj.get("cpus")
-        if not isinstance(raw_cpus, list) or not 1 <= len(raw_cpus) <= MAX_CPUS:
-            raise ValueError(f"cpus: expected a list of 1 to {MAX_CPUS} CPUs")
-        cpus = []
-        for n, raw in enumerate(raw_cpus):
-            c = _mapping(raw, f"cpus[{n}]")
-            cpus.append(Cpu(
-                cpu=_integer(c, "cpu", 0, MAX_CPUS - 1, f"cpus[{n}]"),
-                socket=_integer(c, "socket", -1, MAX_CPUS - 1, f"cpus[{n}]"),
-                core=_integer(c, "core", 0, 1 << 20, f"cpus[{n}]"),
-                thread=_integer(c, "thread", 0, 255, f"cpus[{n}]"),
-            ))
-        if len({c.cpu for c in cpus}) != len(cpus):
-            raise ValueError("cpus: the same logical CPU id appears twice")
-        mem_mib = _integer(obj, "mem_mib", 1, 1 << 40, "detection")
-        raw_ifs = obj.get("interfaces")
-        if not isinstance(raw_ifs, list) or len(raw_ifs) > 256:
-            raise ValueError("interfaces: expected a list")
-        interfaces = []
-        for n, raw in enumerate(raw_ifs):
-            i = _mapping(raw, f"interfaces[{n}]")
-            name = _text(i, "name")
-            if not IFNAME_RE.match(name):
-                raise ValueError(f"interfaces[{n}].name: not an interface name")
-            imac = _text(i, "mac")
-            if not MAC_RE.match(imac):
-                raise ValueError(f"interfaces[{n}].mac: expected aa:bb:cc:dd:ee:ff")
-            addresses = i.get("addresses")
-            if not isinstance(addresses, list) or len(addresses) > 64:
-                raise ValueError(f"interfaces[{n}].addresses: expected a list")
-            for a in addresses:
-                try:
-                    if not isinstance(a, str) or "/" not in a:
-                        raise ValueError
-                    ipaddress.ip_interface(a)
-                except ValueError:
-                    raise ValueError(
-                        f"interfaces[{n}].addresses: {a!r} is not ADDRESS/PREFIX") from None
-            interfaces.append(Interface(name, imac, tuple(addresses)))
-        boot = _optional_text(obj, "boot_interface")
+            raise ValueError(f"detection.hostname must be node-<12 lowercase hex digits>, "
+                             f"not {hostname[:80]!r}")
+        mac = _optional(obj["mac"], "detection.mac", MAC_RE)
+        uuid = _optional(obj["product_uuid"], "detection.product_uuid", UUID_RE)
+        mem_mib = _integer(obj["mem_mib"], "detection.mem_mib", 1, MAX_MEM_MIB)
+        cpus = _cpus(obj["cpus"])
+        interfaces = _interfaces(obj["interfaces"])
+        boot = _optional(obj["boot_interface"], "detection.boot_interface", IFNAME_RE)
         if boot is not None and boot not in {i.name for i in interfaces}:
-            raise ValueError("boot_interface: not one of the interfaces")
-        return cls(hostname, mac, uuid, tuple(cpus), mem_mib, tuple(interfaces), boot)
+            raise ValueError(f"detection.boot_interface {boot!r} is not one of the interfaces")
+        return cls(hostname, mac, uuid, cpus, mem_mib, interfaces, boot)
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
+def _cpus(value: Any) -> tuple[Cpu, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_CPUS:
+        raise ValueError(f"detection.cpus must be a list of 1 to {MAX_CPUS} processors")
+    cpus: list[Cpu] = []
+    seen_ids: set[int] = set()
+    seen_places: set[tuple[int, int, int]] = set()
+    for index, item in enumerate(value):
+        where = f"detection.cpus[{index}]"
+        raw = _fields(item, where, _CPU_KEYS)
+        cpu = Cpu(
+            cpu=_integer(raw["cpu"], f"{where}.cpu", 0, MAX_CPU_ID),
+            socket=_integer(raw["socket"], f"{where}.socket", -1, MAX_TOPOLOGY_ID),  # -1: none
+            core=_integer(raw["core"], f"{where}.core", 0, MAX_TOPOLOGY_ID),
+            thread=_integer(raw["thread"], f"{where}.thread", 0, MAX_THREADS_PER_CORE - 1),
+        )
+        place = (cpu.socket, cpu.core, cpu.thread)
+        if cpu.cpu in seen_ids:
+            raise ValueError(f"{where}: cpuset id {cpu.cpu} appears twice")
+        if place in seen_places:
+            raise ValueError(f"{where}: socket {place[0]} core {place[1]} thread {place[2]} "
+                             "appears twice")
+        seen_ids.add(cpu.cpu)
+        seen_places.add(place)
+        cpus.append(cpu)
+    return tuple(cpus)
+
+
+def _interfaces(value: Any) -> tuple[Interface, ...]:
+    if not isinstance(value, list) or len(value) > MAX_INTERFACES:
+        raise ValueError(f"detection.interfaces must be a list of at most {MAX_INTERFACES}")
+    found: list[Interface] = []
+    for index, item in enumerate(value):
+        where = f"detection.interfaces[{index}]"
+        raw = _fields(item, where, _INTERFACE_KEYS)
+        name = _text(raw["name"], f"{where}.name", IFNAME_RE)
+        if any(i.name == name for i in found):
+            raise ValueError(f"{where}: interface {name} appears twice")
+        mac = _text(raw["mac"], f"{where}.mac", MAC_RE)
+        addresses = raw["addresses"]
+        if not isinstance(addresses, list) or len(addresses) > MAX_ADDRESSES:
+            raise ValueError(f"{where}.addresses must be a list of at most {MAX_ADDRESSES}")
+        for position, text in enumerate(addresses):
+            _text(text, f"{where}.addresses[{position}]")
+            try:
+                if "/" not in text:
+                    raise ValueError
+                ipaddress.ip_interface(text)
+            except ValueError:
+                raise ValueError(f"{where}.addresses[{position}] is not ADDRESS/PREFIX: "
+                                 f"{text[:80]!r}") from None
+        found.append(Interface(name, mac, tuple(addresses)))
+    return tuple(found)
+
+
+def _fields(value: Any, where: str, keys: frozenset[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected an object")
+        raise ValueError(f"{where} must be a JSON object")
+    missing = keys - value.keys()
+    if missing:
+        raise ValueError(f"{where}: missing field {sorted(missing)[0]}")
+    unknown = value.keys() - keys
+    if unknown:
+        raise ValueError(f"{where}: unknown field {sorted(unknown)[0]}")
     return value
 
 
-def _text(obj: dict[str, Any], key: str) -> str:
-    value = obj.get(key)
+def _text(value: Any, where: str, pattern: re.Pattern[str] | None = None) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{key}: expected a string")
+        raise ValueError(f"{where} must be a string")
+    if pattern is not None and not pattern.match(value):
+        raise ValueError(f"{where} is not valid: {value[:80]!r}")
     return value
 
 
-def _optional_text(obj: dict[str, Any], key: str) -> str | None:
-    return None if obj.get(key) is None else _text(obj, key)
+def _optional(value: Any, where: str, pattern: re.Pattern[str]) -> str | None:
+    return None if value is None else _text(value, where, pattern)
 
 
-def _integer(obj: dict[str, Any], key: str, low: int, high: int, where: str) -> int:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{where}.{key}: expected a whole number from {low} to {high}")
+def _integer(value: Any, where: str, low: int, high: int) -> int:
+    if type(value) is not int:  # bool is an int subclass: refuse it too
+        raise ValueError(f"{where} must be an integer")
+    if not low <= value <= high:
+        raise ValueError(f"{where} must be between {low} and {high}, not {value}")
     return value
 
 
@@ -292,7 +335,7 @@ def product_uuid(root: Path = Path("/")) -> str | None:
     if not text:
         return None
     uuid = text.lower()
-    if not re.fullmatch(r"[0-9a-f-]{32,36}", uuid) or uuid.replace("-", "") in _BOGUS_UUIDS:
+    if not UUID_RE.match(uuid) or uuid.replace("-", "") in _BOGUS_UUIDS:
         return None
     return uuid
 
@@ -310,13 +353,12 @@ def stable_hostname(mac: str | None, uuid: str | None, root: Path = Path("/")) -
     raise DetectionError("no MAC address, DMI product_uuid or machine-id to name this machine")
 
 
-def detect(root: Path = Path("/"), net: str | None = None, cmdline: str | None = None
-           ) -> Detection:
-    """Describe the machine under `root`; `net` is `oar.net` (interface name or CIDR)."""
+def detect(root: Path = Path("/"), net: str | None = None, cmdline: str = "") -> Detection:
+    """Describe the machine under `root`; `net` is `oar.net` (interface name or CIDR), `cmdline`
+    the kernel command line its caller read (PXE's BOOTIF names the boot interface)."""
     cpus, mem_mib = cpu_topology(root), memory_mib(root)  # nothing to register without them
     found = interfaces(root)
-    boot = boot_interface(found, read_cmdline(root) if cmdline is None else cmdline,
-                          default_route_interface(root), net)
+    boot = boot_interface(found, cmdline, default_route_interface(root), net)
     boot_iface = next((i for i in found if i.name == boot), None)
     mac = boot_iface.mac if boot_iface else None
     uuid = product_uuid(root)

@@ -1,8 +1,8 @@
 """The block of /etc/hosts that OAR Live manages: the server and every registered node.
 
 Every machine of the cluster must resolve every other by its OAR name (the server connects to
-nodes by name, jobs span nodes). OAR Live keeps those names between two marker lines and
-never touches the rest of the file:
+nodes by name, jobs span nodes). OAR Live keeps those names between two marker lines
+(autoconf.block) and never touches the rest of the file:
 
     # BEGIN oar-live (managed by oar-autoconf)
     10.0.0.1 oar-server
@@ -16,13 +16,14 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+
+from autoconf.block import BEGIN, END, find_block
 
 __all__ = ["BEGIN", "END", "HOSTS", "merge", "parse_block", "render_block", "write_block"]
 
 HOSTS = Path("etc/hosts")
-BEGIN = "# BEGIN oar-live (managed by oar-autoconf)"
-END = "# END oar-live"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -41,13 +42,8 @@ def render_block(entries: Mapping[str, str]) -> str:
 def parse_block(text: str) -> dict[str, str]:
     """The hostname -> address entries inside the managed block of `text` (empty if none)."""
     entries: dict[str, str] = {}
-    inside = False
-    for line in text.splitlines():
-        if line.strip() == BEGIN:
-            inside = True
-        elif line.strip() == END:
-            inside = False
-        elif inside and line.strip() and not line.lstrip().startswith("#"):
+    for line in find_block(text).inside:
+        if line.strip() and not line.lstrip().startswith("#"):
             address, *names = line.split()
             for name in names:
                 entries[name] = address
@@ -56,20 +52,12 @@ def parse_block(text: str) -> dict[str, str]:
 
 def merge(text: str, entries: Mapping[str, str]) -> str:
     """`text` with its managed block replaced by one for `entries` (appended if it had none)."""
-    kept: list[str] = []
-    inside = False
-    placed = False
-    block = render_block(entries).rstrip("\n")
-    for line in text.splitlines():
-        if line.strip() == BEGIN:
-            inside = True
-            if not placed:
-                kept.append(block)
-                placed = True
-        elif inside and line.strip() == END:
-            inside = False
-        elif not inside:
-            # A name we manage must not also resolve elsewhere (e.g. Debian's 127.0.1.1 line).
+    block = find_block(text)
+
+    def unmanaged(lines: tuple[str, ...]) -> tuple[str, ...]:
+        # A name we manage must not also resolve elsewhere (e.g. Debian's 127.0.1.1 line).
+        kept = []
+        for line in lines:
             fields = line.split("#", 1)[0].split()
             if len(fields) >= 2 and any(name in entries for name in fields[1:]):
                 remaining = [name for name in fields[1:] if name not in entries]
@@ -77,9 +65,11 @@ def merge(text: str, entries: Mapping[str, str]) -> str:
                     continue
                 line = " ".join([fields[0], *remaining])
             kept.append(line)
-    if not placed:
-        kept.append(block)
-    return "\n".join(kept) + "\n"
+        return tuple(kept)
+
+    lines = render_block(entries).splitlines()[1:-1]
+    cleaned = replace(block, before=unmanaged(block.before), after=unmanaged(block.after))
+    return cleaned.replaced(lines)
 
 
 def write_block(entries: Mapping[str, str], path: Path = Path("/") / HOSTS) -> bool:

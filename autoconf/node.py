@@ -127,8 +127,8 @@ def set_hostname(name: str, root: Path) -> bool:
 def install_oar_conf(text: str, root: Path) -> bool:
     """The server's oar.conf (the same for every machine) becomes this machine's.
 
-    It holds the database passwords: a new file gets Debian's 0600 owned by user oar (OAR's
-    setuid tools read it as oar); an existing one keeps its mode and owner.
+    It holds the database passwords: it gets Debian's mode 0600, owned by user oar (OAR's
+    setuid tools read it as oar), whatever it had before.
     """
     try:
         return oarconf.write_oar_conf(text if text.endswith("\n") else text + "\n", root)

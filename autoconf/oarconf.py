@@ -1,18 +1,20 @@
-"""Render /etc/oar/oar.conf, the one OAR configuration every machine of the cluster shares.
+"""The one writer of /etc/oar/oar.conf and of the build's secrets (token, database passwords).
 
-The file is Debian's shipped oar.conf (/usr/share/oar/oar-common/oar.conf) with the keys OAR
-Live needs edited in place (database, server name and port); every other line stays as Debian
-ships it. The server renders it and hands the same text to every node at registration.
+oar.conf is Debian's shipped file (/usr/share/oar/oar-common/oar.conf) with the keys OAR Live
+needs edited in place (database, server name and port); every other line stays as Debian ships
+it. It is the same file on every machine: the server renders it at boot and hands the same text
+to every node at registration. It is mode 0600, owner oar, as Debian installs it.
 
-The two database passwords are generated once per image build and kept in
-/etc/oar-live/secrets.yaml (mode 0600, root only):
+The image build runs `python3 -m autoconf.oarconf --root DIR --new-secrets` (the recipe's
+oar_secrets.yaml, in oar_init and again in personalize, so that every build has its own), which
+draws the cluster token (`token:` in /etc/oar-live/config.yaml, the agent's image layer) and the
+two database passwords, kept in /etc/oar-live/secrets.yaml:
 
     db_password: <48 hex digits>
     db_password_ro: <48 hex digits>
 
-The image build creates that file (and the database with it) by running
-`python3 -m autoconf.oarconf --root DIR`; when the file is missing at boot the server generates
-it, so a database created at boot uses fresh passwords.
+then writes oar.conf with them. Both files are mode 0600, root only. When secrets.yaml is
+missing at boot the server generates it, so a database created at boot uses fresh passwords.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from autoconf.config import IMAGE_CONFIG
 from boot.files import write_if_changed
 
 __all__ = [
@@ -37,7 +40,10 @@ __all__ = [
     "Secrets",
     "SECRETS_FILE",
     "TEMPLATE",
+    "OAR_CONF_MODE",
     "ensure_secrets",
+    "new_secrets",
+    "new_token",
     "parse",
     "read_secrets",
     "render",
@@ -48,6 +54,8 @@ __all__ = [
 TEMPLATE = Path("usr/share/oar/oar-common/oar.conf")
 OAR_CONF = Path("etc/oar/oar.conf")
 SECRETS_FILE = Path("etc/oar-live/secrets.yaml")
+OAR_CONF_MODE = 0o600  # owner oar, group root: what Debian's oar-common installs
+SECRET_MODE = 0o600  # secrets.yaml and the image's config.yaml (the token): root only
 DB_PORT = 5432
 SERVER_PORT = 6666
 
@@ -163,63 +171,95 @@ def ensure_secrets(root: Path = Path("/")) -> tuple[Secrets, bool]:
     existing = read_secrets(root)
     if existing is not None:
         return existing, False
+    return new_secrets(root), True
+
+
+def new_secrets(root: Path = Path("/")) -> Secrets:
+    """Draw new database passwords and store them under `root` (replacing any stored ones)."""
     generated = Secrets.generate()
-    path = root / SECRETS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = (
         "# OAR database passwords, generated when this image was built. Keep private.\n"
         f"db_password: {generated.db_password}\n"
         f"db_password_ro: {generated.db_password_ro}\n"
     )
-    write_if_changed(path, text, 0o600)
-    return generated, True
+    _write_private(root / SECRETS_FILE, text)
+    return generated
+
+
+def new_token(root: Path = Path("/")) -> None:
+    """Draw a new cluster token into the image's config.yaml, keeping its other lines."""
+    path = root / IMAGE_CONFIG
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    except OSError as exc:
+        raise OarConfError(f"cannot read {path}: {exc.strerror}") from None
+    kept = [line for line in lines if not line.startswith("token:")]
+    _write_private(path, "\n".join([*kept, f"token: {secrets.token_hex(24)}"]) + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    write_if_changed(path, text, SECRET_MODE)
+    os.chmod(path, SECRET_MODE)
 
 
 def write_oar_conf(text: str, root: Path = Path("/")) -> bool:
-    """Install `text` as root/etc/oar/oar.conf (a new file: mode 0600, owner oar); changed?"""
+    """Install `text` as root/etc/oar/oar.conf, mode 0600, owner oar; changed?"""
     path = root / OAR_CONF
-    new = not path.exists()
-    if not write_if_changed(path, text, 0o600):
-        return False
-    if new:
-        try:
-            _chown_to_oar(path, root)
-        except OSError as exc:
-            raise OarConfError(f"cannot give {path} to user oar: {exc.strerror}") from None
-    return True
+    changed = write_if_changed(path, text, OAR_CONF_MODE)
+    info = path.stat()
+    if info.st_mode & 0o7777 != OAR_CONF_MODE:
+        os.chmod(path, OAR_CONF_MODE)
+        changed = True
+    try:
+        changed |= _chown_to_oar(path, root, info.st_uid)
+    except OSError as exc:
+        raise OarConfError(f"cannot give {path} to user oar: {exc.strerror}") from None
+    return changed
 
 
-def _chown_to_oar(path: Path, root: Path) -> None:
+def _chown_to_oar(path: Path, root: Path, owner: int) -> bool:
     """Give `path` to the oar user of the system under `root`, as Debian's package does."""
     passwd = root / "etc/passwd"
     if os.geteuid() != 0 or not passwd.exists():
-        return  # not root, or a bare tree without users (tests): leave the owner as it is
+        return False  # not root, or a bare tree without users (tests): leave the owner as it is
     for line in passwd.read_text().splitlines():
         fields = line.split(":")
         if len(fields) > 3 and fields[0] == "oar":
+            if int(fields[2]) == owner and path.stat().st_gid == 0:
+                return False
             os.chown(path, int(fields[2]), 0)
-            return
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build time: store the database passwords (when missing) and write oar.conf under --root."""
+    """Build time: the secrets (new ones with --new-secrets) and oar.conf under --root."""
     parser = argparse.ArgumentParser(
         prog="python3 -m autoconf.oarconf",
-        description="Generate the OAR database passwords (once) and write oar.conf.",
+        description="Write oar.conf with the database passwords (generated when missing).",
     )
     parser.add_argument("--root", type=Path, default=Path("/"))
+    parser.add_argument("--new-secrets", action="store_true",
+                        help="draw a new cluster token and new database passwords first")
     parser.add_argument("--server-hostname", default="localhost")
-    parser.add_argument("--db-host", default="127.0.0.1")
+    parser.add_argument("--db-host", default="localhost")
     args = parser.parse_args(argv)
     try:
-        found, generated = ensure_secrets(args.root)
+        if args.new_secrets:
+            new_token(args.root)
+            found, generated = new_secrets(args.root), True
+        else:
+            found, generated = ensure_secrets(args.root)
         text = render_for(OarSettings(args.server_hostname, args.db_host, found), args.root)
         changed = write_oar_conf(text, args.root)
     except OarConfError as exc:
         print(f"oar-autoconf: {exc}", file=sys.stderr)
         return 1
+    token = "cluster token: generated; " if args.new_secrets else ""
     print(
-        f"database passwords: {'generated' if generated else 'unchanged'}; "
+        f"{token}database passwords: {'generated' if generated else 'unchanged'}; "
         f"oar.conf: {'changed' if changed else 'unchanged'}"
     )
     return 0

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from autoconf import etchosts, oarconf, timing
+from autoconf.block import find_block
 from autoconf.config import Config
 from autoconf.detect import Detection, cluster_address
 from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError
 from autoconf.registration import SERVER_STATE, ServerState
 from boot import console, proc
-from boot.cmdline import read_cmdline
 from boot.files import write_if_changed
 from boot.pxe import configure as pxe
 
@@ -49,8 +49,6 @@ REGISTRY_UNIT = "oar-live-registry.service"
 PROPERTIES = ("cpu", "core", "thread", "mem", "host")  # host is a string property (-c)
 PG_CONF_DIR = Path("etc/postgresql")
 PG_DROPIN = "conf.d/oar-live.conf"
-HBA_BEGIN = "# BEGIN oar-live (managed by oar-autoconf)"
-HBA_END = "# END oar-live"
 LOOPBACK = "127.0.0.1/8"
 
 Runner = Callable[..., Any]
@@ -157,21 +155,6 @@ def _pg_main_dirs(root: Path) -> list[Path]:
     return dirs[-1:]  # the newest major version's cluster
 
 
-def _replace_block(text: str, lines: list[str]) -> str:
-    kept: list[str] = []
-    inside = False
-    for line in text.splitlines():
-        if line.strip() == HBA_BEGIN:
-            inside = True
-        elif line.strip() == HBA_END:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    while kept and not kept[-1].strip():
-        kept.pop()
-    return "\n".join([*kept, "", HBA_BEGIN, *lines, HBA_END]) + "\n"
-
-
 def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = proc.run) -> bool:
     """PostgreSQL listens on localhost and the cluster address only, lets the cluster's
     network in as oar and oar_ro, and runs (restarted when its settings changed)."""
@@ -193,7 +176,7 @@ def ensure_postgresql(host: ServerHost, root: Path = Path("/"), run: Runner = pr
             current = hba.read_text()
         except FileNotFoundError:
             raise ServerError(f"{hba} is missing: the PostgreSQL cluster is broken") from None
-        changed |= write_if_changed(hba, _replace_block(current, rules))
+        changed |= write_if_changed(hba, find_block(current).replaced(rules, at_end=True))
     running = service("postgresql", "status", root, run) and _pg_ready(run)
     if changed and running:
         service("postgresql", "restart", root, run)  # listen_addresses needs a restart
@@ -339,13 +322,13 @@ def _prepare_netboot(config: Config, detection: Detection, root: Path,
         return None
 
 
-def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, root: Path,
-                   run: Runner) -> None:
+def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, cmdline: str,
+                   root: Path, run: Runner) -> None:
     keys = pxe.node_keys(config.keymap, config.token,
                          token_in_image=config.source("token") in ("default", "image"))
     try:
         say("netboot service (PXE)",
-            *pxe.start(netboot, host.interface, keys, read_cmdline(root), root, run))
+            *pxe.start(netboot, host.interface, keys, cmdline, root, run))
     except (pxe.PxeError, proc.CommandError, OSError) as exc:
         say("netboot service (PXE)", None, str(exc))
 
@@ -354,8 +337,12 @@ def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, root:
 
 
 def handle(config: Config, detection: Detection, root: Path = Path("/"),
-           run: Runner = proc.run) -> str:
-    """Set this machine up as the OAR server; returns the server's hostname."""
+           run: Runner = proc.run, cmdline: str = "") -> str:
+    """Set this machine up as the OAR server; returns the server's hostname.
+
+    `cmdline` is the server's kernel command line (the agent's): the netboot menus show the
+    nodes' console where the server's is.
+    """
     netboot = _prepare_netboot(config, detection, root, run)
     if netboot is not None:  # the cluster interface may just have been given its address
         given = netboot.interface
@@ -376,7 +363,7 @@ def handle(config: Config, detection: Detection, root: Path = Path("/"),
               f"{host.address}:6680")
         if netboot is not None:
             with timing.step("netboot service"):
-                _start_netboot(netboot, host, config, root, run)
+                _start_netboot(netboot, host, config, cmdline, root, run)
     except (proc.CommandError, oarconf.OarConfError, OSError) as exc:
         raise ServerError(f"server role: {exc}") from None
     return host.hostname

@@ -17,6 +17,7 @@ from typing import Any
 NET_DIR = Path("sys/class/net")
 FAKE_ADDRESSES = "test_addresses"
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$")  # the kernel's IFNAMSIZ is 16
 _NO_MAC = "00:00:00:00:00:00"
 
 

@@ -8,6 +8,7 @@ import pty
 import select
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from autoconf.keyboard import KeyboardResult
 from autoconf.outcome import Pending
 from boot import console as lines
 from tests.autoconf import fakeroot
-from tests.autoconf.fakeroot import build_root
+from tests.autoconf.fakeroot import FakeNic, build_root
 
 
 class Roles:
@@ -282,3 +283,35 @@ def test_auto_asks_discovery_without_prompting(tmp_path, monkeypatch):
     assert calls == [(console.root, 6.0, False)]
     assert read_config(console.root).server == "10.0.0.9:6680"
     assert [c[0] for c in roles.calls] == ["node"]
+
+
+def test_the_cmdline_option_reaches_detection_and_the_netboot_menus(tmp_path, monkeypatch,
+                                                                    capsys):
+    """`oar-autoconf boot --cmdline` is the kernel line of the whole boot, not root/proc/cmdline:
+    its BOOTIF picks the boot interface and its console the netboot menus' default entry."""
+    from autoconf import agent, server
+    from boot.pxe import configure as pxe
+    from boot.pxe import dhcpprobe
+    from tests.autoconf.test_server import FakeSystem, server_root
+    from tests.boot.pxe.test_pxe import fake_image
+
+    machine = replace(fakeroot.two_sockets_two_cores(), cmdline="quiet", nics=(
+        FakeNic("eth0", "52:54:00:00:00:0a", ("192.168.1.5/24",)),
+        FakeNic("eth1", "52:54:00:00:00:0b", ("10.66.0.1/24",)),
+    ))  # fmt: skip
+    root = fake_image(server_root(build_root(tmp_path, machine)))
+    monkeypatch.setattr(dhcpprobe, "discover", lambda iface, seconds: [])
+    real_handle = server.handle
+
+    def handle(config, detection, root, cmdline):
+        return real_handle(config, detection, root, FakeSystem(), cmdline=cmdline)
+
+    monkeypatch.setattr(server, "handle", handle)
+    kernel_line = ("boot=live console=tty0 console=ttyS0,115200n8 oar.role=server oar.pxe=1 "
+                   "oar.net=10.66.0.0/24 oar.keymap=us BOOTIF=01-52-54-00-00-00-0a")
+    assert agent.main(["--root", str(root), "--cmdline", kernel_line]) == 0
+    assert "address    10.66.0.1 (eth0)" in capsys.readouterr().out  # eth1 without BOOTIF
+    state = json.loads((root / "run/oar-live/server.json").read_text())
+    assert state["detection_hostname"] == "node-52540000000a"
+    menu = (root / pxe.STATE_DIR / "tftp/pxelinux.cfg/default").read_text()
+    assert "DEFAULT node-serial" in menu and "oar.server=10.66.0.1" in menu

@@ -2,12 +2,15 @@
 
 import json
 import stat
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
 from autoconf.config import (
     BEACON_PORT,
     REGISTRY_PORT,
+    SETTINGS,
     Config,
     ConfigError,
     Role,
@@ -15,8 +18,10 @@ from autoconf.config import (
     cmdline_params,
     load_config,
     read_config,
+    settings_table,
     write_config,
 )
+from boot.cmdline import read_cmdline
 
 DEBIAN_CMDLINE = "BOOT_IMAGE=/live/vmlinuz boot=live components quiet splash"
 
@@ -54,9 +59,9 @@ def test_kernel_keys_are_parsed_and_typed(tmp_path):
     assert config.source("autoconf") == "default"
 
 
-def test_cmdline_is_read_from_root_proc_cmdline(tmp_path):
+def test_the_kernel_line_of_root_proc_cmdline_gives_the_settings(tmp_path):
     write(tmp_path, "proc/cmdline", f"{DEBIAN_CMDLINE} oar.role=solo oar.autoconf=0\n")
-    config, _ = load_config(tmp_path)
+    config, _ = load_config(tmp_path, read_cmdline(tmp_path))
     assert config.role is Role.SOLO and config.autoconf is False
 
 
@@ -176,3 +181,19 @@ def test_read_config_explains_a_missing_or_broken_file(tmp_path):
 
 def test_source_names_are_the_documented_ones():
     assert {s.value for s in Source} >= {"default", "image", "medium", "cmdline", "prompt"}
+
+
+def test_every_setting_is_one_row_of_the_table_with_its_config_field_and_default():
+    names = [f.name for f in fields(Config) if f.name != "sources"]
+    assert names == list(SETTINGS)
+    assert all(getattr(Config(), name) == SETTINGS[name].default for name in SETTINGS)
+    assert [n for n, s in SETTINGS.items() if s.bare_means] == ["pxe", "autoconf"]
+
+
+def test_the_kernel_keys_table_of_boot_cmdline_md_is_the_settings_table():
+    doc = (Path(__file__).resolve().parents[2] / "boot/cmdline.md").read_text().splitlines()
+    start = doc.index("| key | values | default | meaning |")
+    end = next(i for i in range(start, len(doc)) if not doc[i].startswith("|"))
+    assert "\n".join(doc[start:end]) + "\n" == settings_table(), (
+        "boot/cmdline.md's oar.* table differs from autoconf.config.SETTINGS; it should read:\n"
+        + settings_table())

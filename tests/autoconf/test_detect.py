@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from autoconf.detect import (
+    MAX_CPU_ID,
+    MAX_CPUS,
     Cpu,
     Detection,
     DetectionError,
@@ -114,9 +116,11 @@ def test_pxe_bootif_wins_over_the_default_route(tmp_path):
     machine = replace(fakeroot.two_sockets_two_cores(), nics=(
         FakeNic("eno1", "aa:bb:cc:00:00:01", ("192.168.1.7/24",)),
         FakeNic("eno2", "aa:bb:cc:00:00:02", ("10.0.0.7/24",)),
-    ), default_route="eno1", cmdline="initrd=initrd.img boot=live BOOTIF=01-AA-BB-CC-00-00-02")
-    d = detect_layout(tmp_path, machine)
+    ), default_route="eno1")
+    cmdline = "initrd=initrd.img boot=live BOOTIF=01-AA-BB-CC-00-00-02"
+    d = detect_layout(tmp_path, machine, cmdline=cmdline)
     assert d.boot_interface == "eno2" and d.hostname == "node-aabbcc000002"
+    assert detect_layout(tmp_path / "again", machine).boot_interface == "eno1"
 
 
 def test_oar_net_picks_the_cluster_interface(tmp_path):
@@ -172,7 +176,12 @@ def test_json_round_trip(tmp_path):
         (lambda j: j["cpus"][0].update(core="1"), "cpus[0].core"),
         (lambda j: j.update(mem_mib=0), "mem_mib"),
         (lambda j: j["interfaces"][0].update(addresses=["10.0.0.1"]), "ADDRESS/PREFIX"),
-        (lambda j: j["interfaces"][0].update(name="eth0; rm -rf /"), "interface name"),
+        (lambda j: j["interfaces"][0].update(name="eth0; rm -rf /"), "interfaces[0].name"),
+        (lambda j: j["interfaces"].append(dict(j["interfaces"][0])), "appears twice"),
+        (lambda j: j["cpus"][1].update(core=0), "socket 0 core 0 thread 0 appears twice"),
+        (lambda j: j["cpus"][0].update(thread=True), "cpus[0].thread must be an integer"),
+        (lambda j: j.update(admin=True), "unknown field admin"),
+        (lambda j: j.pop("mem_mib"), "missing field mem_mib"),
         (lambda j: j.update(boot_interface="wlan9"), "boot_interface"),
         (lambda j: j.update(mac="AA:BB"), "mac"),
     ],
@@ -185,8 +194,21 @@ def test_from_json_refuses_malformed_payloads(tmp_path, mutate, message):
 
 
 def test_from_json_refuses_non_objects():
-    with pytest.raises(ValueError, match="expected an object"):
+    with pytest.raises(ValueError, match="must be a JSON object"):
         Detection.from_json(["node-aabbccddeeff"])
+
+
+def test_from_json_takes_as_many_cpus_as_the_limits_allow_and_no_more(tmp_path):
+    data = detect_layout(tmp_path, fakeroot.two_sockets_two_cores()).to_json()
+    data["cpus"] = [{"cpu": n, "socket": 0, "core": n, "thread": 0} for n in range(MAX_CPUS)]
+    data["cpus"][-1]["cpu"] = MAX_CPU_ID
+    assert len(Detection.from_json(data).cpus) == MAX_CPUS
+    data["cpus"].append({"cpu": MAX_CPUS, "socket": 1, "core": 0, "thread": 0})
+    with pytest.raises(ValueError, match=f"1 to {MAX_CPUS} processors"):
+        Detection.from_json(data)
+    data["cpus"] = [{"cpu": MAX_CPU_ID + 1, "socket": 0, "core": 0, "thread": 0}]
+    with pytest.raises(ValueError, match=f"between 0 and {MAX_CPU_ID}"):
+        Detection.from_json(data)
 
 
 def test_this_machine_real_sys_and_proc():

@@ -258,13 +258,13 @@ def test_oar_node_host_key_is_generated_when_the_system_has_none(registry, root,
     assert keygen[0][keygen[0].index("-N") + 1] == ""  # sshd cannot type a passphrase
 
 
-def test_installed_oar_conf_keeps_the_existing_file_mode(registry, root, commands):
+def test_installed_oar_conf_gets_debians_mode_whatever_it_had(registry, root, commands):
     conf = root / "etc/oar/oar.conf"
     conf.write_text("# Debian's default\n")
     conf.chmod(0o640)
     join(registry, root)
     assert conf.read_text() == OAR_CONF
-    assert stat.S_IMODE(conf.stat().st_mode) == 0o640
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
 
 
 def test_wrong_token_is_final_and_changes_nothing(registry, root, commands):

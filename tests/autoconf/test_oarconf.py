@@ -168,13 +168,54 @@ def test_write_reports_changes_and_keeps_the_file_private(tmp_path):
     assert oarconf.write_oar_conf('A="2"\n', tmp_path) is True and path.read_text() == 'A="2"\n'
 
 
+def test_an_existing_oar_conf_gets_debians_mode(tmp_path):
+    path = tmp_path / oarconf.OAR_CONF
+    path.parent.mkdir(parents=True)
+    path.write_text('A="1"\n')
+    path.chmod(0o640)
+    assert oarconf.write_oar_conf('A="1"\n', tmp_path) is True
+    assert stat.S_IMODE(path.stat().st_mode) == oarconf.OAR_CONF_MODE == 0o600
+    assert oarconf.write_oar_conf('A="1"\n', tmp_path) is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_oar_conf_belongs_to_the_oar_user_of_the_tree(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\noar:x:4242:4242::/:/bin/sh\n")
+    assert oarconf.write_oar_conf('A="1"\n', tmp_path) is True
+    info = (tmp_path / oarconf.OAR_CONF).stat()
+    assert (info.st_uid, info.st_gid) == (4242, 0)
+    assert oarconf.write_oar_conf('A="1"\n', tmp_path) is False
+
+
+def test_new_secrets_replace_the_token_and_passwords_and_keep_the_rest(tmp_path, capsys):
+    root = fake_root(tmp_path)
+    image_config = root / "etc/oar-live/config.yaml"
+    assert oarconf.main(["--root", str(root), "--new-secrets"]) == 0
+    first_token = image_config.read_text()
+    first = oarconf.read_secrets(root)
+    image_config.write_text(first_token + "keymap: fr\n")
+    assert oarconf.main(["--root", str(root), "--new-secrets"]) == 0
+    lines = image_config.read_text().splitlines()
+    assert "keymap: fr" in lines and len([x for x in lines if x.startswith("token:")]) == 1
+    assert f"{lines[-1]}\n" != first_token and len(lines[-1]) == len("token: ") + 48
+    second = oarconf.read_secrets(root)
+    assert second.db_password != first.db_password
+    values = oarconf.parse((root / oarconf.OAR_CONF).read_text())
+    assert (values["DB_BASE_PASSWD"], values["DB_BASE_PASSWD_RO"]) == (
+        second.db_password, second.db_password_ro)
+    for path in (image_config, root / oarconf.SECRETS_FILE, root / oarconf.OAR_CONF):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert "cluster token: generated; database passwords: generated" in capsys.readouterr().out
+
+
 def test_build_time_command_writes_secrets_and_conf(tmp_path, capsys):
     root = fake_root(tmp_path)
     assert oarconf.main(["--root", str(root)]) == 0
     values = oarconf.parse((root / oarconf.OAR_CONF).read_text())
     stored = oarconf.read_secrets(root)
     assert values["DB_BASE_PASSWD"] == stored.db_password
-    assert values["DB_HOSTNAME"] == "127.0.0.1" and values["SERVER_HOSTNAME"] == "localhost"
+    assert values["DB_HOSTNAME"] == "localhost" and values["SERVER_HOSTNAME"] == "localhost"
     assert "generated" in capsys.readouterr().out
     assert oarconf.main(["--root", str(root)]) == 0
     assert "passwords: unchanged; oar.conf: unchanged" in capsys.readouterr().out

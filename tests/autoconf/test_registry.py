@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from autoconf import etchosts
+from autoconf.detect import Detection
 from autoconf.oarstate import Oar, OarError, OarResource
+from autoconf.registration import BadRequest, validate_registration
 from autoconf.registry import MAX_BODY, Registry, RegistrySettings, ServerState
 from tests.autoconf.fakenodes import get, new_hostname, post, registration, serving
 
@@ -220,6 +222,18 @@ def test_bad_requests_are_refused_and_write_nothing(fake):
                 assert isinstance(answer, dict) and answer.get("error"), name
     assert oar.rows == [] and oar.calls == []
     assert etchosts.parse_block(registry.settings.hosts_file.read_text()) == {}
+
+
+def test_a_refused_detection_is_refused_with_the_detections_own_reason(fake):
+    """One validator: the registry answers with the sentence Detection.from_json gives."""
+    registry, _oar = fake
+    body = registration(TOKEN, new_hostname(), "127.0.0.9", cores=2)
+    body["detection"]["cpus"][1]["cpu"] = 0
+    with pytest.raises(ValueError) as direct:
+        Detection.from_json(body["detection"])
+    with pytest.raises(BadRequest) as refused:
+        validate_registration(body, registry.settings)
+    assert str(refused.value) == str(direct.value) == "detection.cpus[1]: cpuset id 0 appears twice"
 
 
 def test_get_endpoints_need_the_token(fake):

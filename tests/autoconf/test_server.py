@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from autoconf import etchosts, oarconf, server
+from autoconf.block import BEGIN
 from autoconf.config import Config, Role
 from autoconf.detect import Detection
 from autoconf.registry import SERVER_STATE, ServerState
@@ -190,7 +191,7 @@ def test_a_new_address_rewrites_settings_and_restarts_services(root):
     server.handle(Config(role=Role.SERVER), server_detection("10.0.0.1/16"), root, system)
     hba = (root / "etc/postgresql/15/main/pg_hba.conf").read_text()
     assert "10.0.0.0/16" in hba and "10.0.0.0/24" not in hba
-    assert hba.count(server.HBA_BEGIN) == 1
+    assert hba.count(BEGIN) == 1
     assert ServerState.read(root).network == "10.0.0.0/16"
 
 

@@ -41,10 +41,22 @@ def test_every_build_draws_its_own_secrets_after_the_checkpointed_system():
     personalize = recipe.macrostep("personalize")
     oar_init = recipe.macrostep("oar_init")
     assert not personalize.checkpoint
-    shared = ["generate_secrets", "oar_ssh_keys", "config_oar_conf"]
-    assert [m.name for m in personalize.microsteps][:3] == shared
-    assert [m.name for m in oar_init.microsteps][:3] == shared
+    shared = ["generate_secrets", "oar_ssh_keys"]
+    assert [m.name for m in personalize.microsteps][:2] == shared
+    assert [m.name for m in oar_init.microsteps][:2] == shared
     assert personalize.microsteps[0].commands == oar_init.microsteps[0].commands
+
+
+def test_the_secrets_and_oar_conf_are_written_by_the_agents_module_only():
+    """autoconf.oarconf is the one writer: no step file writes them in shell."""
+    recipe = load_recipe(RECIPE)
+    (command,) = recipe.macrostep("oar_init").microsteps[0].commands
+    assert "-m autoconf.oarconf --root . --new-secrets" in str(command)
+    for path in (PROJECT / "recipes" / "steps").rglob("*.yaml"):
+        code = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
+        for written in ("/etc/oar-live/secrets.yaml", "/etc/oar-live/config.yaml",
+                        "DB_BASE_PASSWD=", "chmod 0640"):
+            assert not any(written in ln for ln in code), (path, written)
 
 
 def test_asking_for_other_outputs_reuses_every_checkpoint_of_the_system(tmp_path):
