@@ -4,7 +4,9 @@ HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
 
 - `POST /v1/register` `{"token", "detection", "address"}` -> 200 with the node's OAR hostname,
   its resources, whether anything changed, the cluster's oar.conf and /etc/hosts lines;
-  401 for a wrong token, 400 `{"error": ...}` for anything malformed (nothing written then).
+  401 for a wrong token, 400 `{"error": ...}` for anything malformed (nothing written then):
+  a body over MAX_BODY bytes, not UTF-8, not JSON or nested deeper than BODY_DEPTH; 408 when
+  the body takes longer than BODY_SECONDS to arrive.
 - `GET /v1/nodes/<hostname>` -> 200 `{"hostname", "state", "resources"}` or 404.
 - `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node.
   Both GETs need the header `X-OAR-Live-Token`.
@@ -24,6 +26,7 @@ import ipaddress
 import json
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +48,7 @@ from autoconf.registration import (
     validate_registration,
 )
 from autoconf.resources import Resource, plan_resources
+from boot import bounded
 
 __all__ = [
     "MAX_BODY",
@@ -61,6 +65,8 @@ __all__ = [
 ]
 
 MAX_BODY = 64 * 1024  # a 1024-CPU detection is ~60 KiB of JSON
+BODY_DEPTH = 8  # a registration nests 4 levels (body, detection, cpus, one cpu)
+BODY_SECONDS = 30  # the whole body must arrive within this: a trickling client is cut off
 _DRAIN_LIMIT = 8 * 1024 * 1024  # read and discard up to this much of an oversized body
 TOKEN_HEADER = "X-OAR-Live-Token"
 
@@ -253,7 +259,37 @@ class _Handler(BaseHTTPRequestHandler):
                 remaining -= len(chunk)
             self._error(HTTPStatus.BAD_REQUEST, f"body larger than {MAX_BODY} bytes")
             return None
-        return self.rfile.read(length)
+        return self._read_within(length, time.monotonic() + BODY_SECONDS)
+
+    def _read_within(self, length: int, deadline: float) -> bytes | None:
+        """`length` bytes of body before `deadline`, or None after replying 408 or 400."""
+        chunks: list[bytes] = []
+        remaining = length
+        try:
+            while remaining > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except TimeoutError:
+            self.close_connection = True
+            _log(f"refused a registration from {self.client_address[0]}: "
+                 f"the body took longer than {BODY_SECONDS} s")
+            self._error(HTTPStatus.REQUEST_TIMEOUT,
+                        f"the body did not arrive within {BODY_SECONDS} s")
+            return None
+        finally:
+            self.connection.settimeout(self.timeout)
+        if remaining > 0:
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
+            return None
+        return b"".join(chunks)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         if self.path != "/v1/register":
@@ -265,9 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         registry = self.server.registry
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
+            body = bounded.load_json(raw, MAX_BODY, BODY_DEPTH)
+        except bounded.InputError as exc:
+            _log(f"refused a registration from {self.client_address[0]}: body {exc.message}")
+            self._error(HTTPStatus.BAD_REQUEST, f"the body is refused: {exc.message}")
             return
         if not isinstance(body, dict):
             self._error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
