@@ -21,6 +21,7 @@ import threading
 import time
 
 from autoconf.config import BEACON_PORT
+from boot import bounded
 
 __all__ = [
     "BEACON_INTERVAL",
@@ -74,8 +75,8 @@ def _valid_registry(value: object) -> str | None:
 def parse_payload(data: bytes, cluster: str) -> str | None:
     """The registry address a datagram announces for `cluster`, or None for anything else."""
     try:
-        message = json.loads(data.decode())
-    except (UnicodeDecodeError, ValueError):
+        message = bounded.load_json(data, MAX_DATAGRAM, max_depth=1)
+    except bounded.InputError:
         return None
     if not isinstance(message, dict):
         return None
