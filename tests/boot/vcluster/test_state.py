@@ -25,7 +25,6 @@ def test_no_state_file_is_no_state_and_says_nothing(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-
 @pytest.mark.parametrize("content,reason", [
     (b'{"state_dir": "/tmp", "netns": "caf\xe9"}', "not UTF-8 text (byte 0xe9)"),
     (b"[" * 5000 + b"]" * 5000, "JSON nested deeper than 64 levels"),
