@@ -238,7 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _body(self) -> bytes | None:
-        """The request body, or None after replying 400 (missing length, too large)."""
+        """The request body, or None after replying 400 (missing length, too large, short) or
+        408 (slower than BODY_SECONDS)."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, "chunked bodies are not accepted")
@@ -249,20 +250,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, "a Content-Length header is required")
             return None
-        if length < 0 or length > MAX_BODY:
+        oversized = length < 0 or length > MAX_BODY
+        try:
+            # An oversized body is read and discarded (up to _DRAIN_LIMIT) so that the client
+            # finishes sending and reads our answer.
+            chunks = self._receive(min(max(length, 0), _DRAIN_LIMIT) if oversized else length,
+                                   time.monotonic() + BODY_SECONDS, keep=not oversized)
+        except TimeoutError:
             self.close_connection = True
-            remaining = min(max(length, 0), _DRAIN_LIMIT)
-            while remaining > 0:  # let the client finish sending so it reads our answer
-                chunk = self.rfile.read(min(remaining, 65536))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
+            _log(f"refused a registration from {self.client_address[0]}: "
+                 f"the body took longer than {BODY_SECONDS} s")
+            self._error(HTTPStatus.REQUEST_TIMEOUT,
+                        f"the body did not arrive within {BODY_SECONDS} s")
+            return None
+        if oversized:
+            self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, f"body larger than {MAX_BODY} bytes")
             return None
-        return self._read_within(length, time.monotonic() + BODY_SECONDS)
+        body = b"".join(chunks)
+        if len(body) < length:
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
+            return None
+        return body
 
-    def _read_within(self, length: int, deadline: float) -> bytes | None:
-        """`length` bytes of body before `deadline`, or None after replying 408 or 400."""
+    def _receive(self, length: int, deadline: float, keep: bool) -> list[bytes]:
+        """Up to `length` bytes (fewer if the client stops), kept or discarded; TimeoutError
+        when they have not all come by `deadline`."""
         chunks: list[bytes] = []
         remaining = length
         try:
@@ -274,22 +288,12 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = self.rfile.read1(min(remaining, 65536))
                 if not chunk:
                     break
-                chunks.append(chunk)
+                if keep:
+                    chunks.append(chunk)
                 remaining -= len(chunk)
-        except TimeoutError:
-            self.close_connection = True
-            _log(f"refused a registration from {self.client_address[0]}: "
-                 f"the body took longer than {BODY_SECONDS} s")
-            self._error(HTTPStatus.REQUEST_TIMEOUT,
-                        f"the body did not arrive within {BODY_SECONDS} s")
-            return None
         finally:
             self.connection.settimeout(self.timeout)
-        if remaining > 0:
-            self.close_connection = True
-            self._error(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
-            return None
-        return b"".join(chunks)
+        return chunks
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         if self.path != "/v1/register":

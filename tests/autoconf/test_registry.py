@@ -272,6 +272,16 @@ def test_a_body_that_trickles_in_is_cut_off(fake, monkeypatch):
     assert oar.calls == []
 
 
+def test_an_oversized_body_that_trickles_in_is_cut_off_too(fake, monkeypatch):
+    registry, _oar = fake
+    monkeypatch.setattr(registry_module, "BODY_SECONDS", 0.5)
+    length = f"Content-Length: {MAX_BODY + 1}".encode()
+    request = PARTIAL_BODY.replace(b"Content-Length: 100", length)
+    with serving(registry) as port:
+        answer = _exchange(port, request, finish=False)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
 def test_a_body_shorter_than_its_length_is_refused(fake):
     registry, _oar = fake
     with serving(registry) as port:
