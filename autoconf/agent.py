@@ -25,6 +25,7 @@ from autoconf.detect import Detection, DetectionError, cluster_address, detect
 from autoconf.outcome import Pending
 from autoconf.prompt import ask
 from autoconf.resources import oar_mem_gib, plan_resources
+from boot import console as lines
 from boot.proc import CommandError
 
 ROLE_CHOICES = [Role.SERVER.value, Role.NODE.value, Role.SOLO.value, Role.AUTO.value]
@@ -64,7 +65,7 @@ class StepFailed(Exception):
 def effective_config(console: Console) -> Config:
     config, warnings = load_config(console.root, console.cmdline)
     for warning in warnings:
-        console.say(f"OAR Live: warning: {warning}")
+        console.say(lines.warning(warning))
     return config
 
 
@@ -81,12 +82,12 @@ def keyboard_layout(config: Config, console: Console) -> Config:
             config = config.answered(keymap=answer.value)
     try:
         result = console.apply_keymap(config.keymap, console.root)
-        console.say(f"OAR Live: {result.describe()}")
+        console.say(lines.info(result.describe()))
     except keyboard.KeymapError as exc:
-        console.say(f"OAR Live: warning: keyboard layout {config.keymap}: {exc}; "
-                    "keeping the current layout")
+        console.say(lines.warning(f"keyboard layout {config.keymap}: {exc}; "
+                                  "keeping the current layout"))
     except CommandError as exc:
-        console.say(f"OAR Live: warning: keyboard layout {config.keymap} not applied: {exc}")
+        console.say(lines.warning(f"keyboard layout {config.keymap} not applied: {exc}"))
     return config
 
 
@@ -113,18 +114,18 @@ def resolve_auto_role(config: Config, console: Console) -> Config:
     if config.role is not Role.AUTO:
         return config
     wait = max(float(config.timeout), BEACON_MIN_WAIT)
-    console.say(f"OAR Live: role auto: looking for an OAR Live server ({wait:g} s)")
+    console.say(lines.info(f"role auto: looking for an OAR Live server ({wait:g} s)"))
     find = console.find_server or functools.partial(_default_find_server, root=console.root)
     try:
         found = find(config, wait)
     except (OSError, CommandError, ImportError) as exc:
-        console.say(f"OAR Live: warning: cannot look for a server: {exc}")
+        console.say(lines.warning(f"cannot look for a server: {exc}"))
         found = None
     if found:
-        console.say(f"OAR Live: found the server at {found}: this machine becomes a node")
+        console.say(lines.info(f"found the server at {found}: this machine becomes a node"))
         return config.answered(Source.AUTO, role=Role.NODE, server=found)
-    console.say("OAR Live: no server answered: this machine becomes a solo cluster "
-                "(server and node)")
+    console.say(lines.info("no server answered: this machine becomes a solo cluster "
+                           "(server and node)"))
     return config.answered(Source.AUTO, role=Role.SOLO)
 
 
@@ -165,11 +166,12 @@ def role_actions(config: Config, found: Detection, console: Console) -> str:
         raise StepFailed(f"the {config.role.value} role failed: {exc}") from None
 
 
-def summary(config: Config, found: Detection, hostname: str, console: Console) -> None:
+def summary(config: Config, found: Detection, hostname: str) -> list[tuple[str, str]]:
+    """The rows of the summary ending a boot: what this machine is in the cluster."""
     plan = plan_resources(found, hostname)
     cpusets = ",".join(str(r.cpuset) for r in plan)
     boot_if = f" ({found.boot_interface})" if found.boot_interface else ""
-    lines = [
+    rows = [
         ("role", config.role.value),
         ("hostname", hostname),
         ("address", (cluster_address(found, config.net) or "none") + boot_if),
@@ -177,19 +179,18 @@ def summary(config: Config, found: Detection, hostname: str, console: Console) -
                       f"{found.cores} core(s), mem={oar_mem_gib(found.mem_mib)} GiB)"),
     ]
     if config.role is Role.NODE and config.server:
-        lines.append(("server", config.server))
-    console.say("OAR Live " + "-" * 50)
-    for name, value in lines:
-        console.say(f"  {name:<10} {value}")
+        rows.append(("server", config.server))
+    return rows
 
 
 def boot(console: Console) -> int:
     """The whole boot flow; 0 when the machine is set up (or the agent is off)."""
     started = time.monotonic()
+    console.say(lines.agent_started())
     config = effective_config(console)
     if not config.autoconf:
         write_config(config, console.root)
-        console.say("OAR Live: oar.autoconf=0: automatic configuration is off")
+        console.say(lines.info("oar.autoconf=0: automatic configuration is off"))
         return 0
     timing.BOOT.clear()
     try:
@@ -204,20 +205,18 @@ def boot(console: Console) -> int:
         write_config(config, console.root)  # the role actions' services read it
         hostname = role_actions(config, found, console)
     except Pending as exc:
-        console.say(f"OAR Live: {exc}")
-        summary(config, found, found.hostname, console)
-        console.say(f"  {'steps':<10} {timing.BOOT.line()}")
-        console.say(f"  set up in {time.monotonic() - started:.0f} s; joins the cluster when "
-                    "its server answers")
+        console.say(lines.info(str(exc)))
+        for line in lines.summary(summary(config, found, found.hostname), timing.BOOT.line(),
+                                  time.monotonic() - started, joined=False):
+            console.say(line)
         return 0
     except StepFailed as exc:
-        console.say(f"OAR Live: error: {exc}")
-        console.say(f"OAR Live: steps: {timing.BOOT.line()}")
-        console.say("OAR Live: see `journalctl -u oar-autoconf` and `oar-autoconf status`")
+        for line in lines.failed(str(exc), timing.BOOT.line()):
+            console.say(line)
         return 1
-    summary(config, found, hostname, console)
-    console.say(f"  {'steps':<10} {timing.BOOT.line()}")
-    console.say(f"  ready in {time.monotonic() - started:.0f} s")
+    for line in lines.summary(summary(config, found, hostname), timing.BOOT.line(),
+                              time.monotonic() - started):
+        console.say(line)
     return 0
 
 

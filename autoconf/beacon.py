@@ -21,7 +21,7 @@ import threading
 import time
 
 from autoconf.config import BEACON_PORT
-from boot import bounded
+from boot import bounded, console
 
 __all__ = [
     "BEACON_INTERVAL",
@@ -161,8 +161,9 @@ class BeaconSender:
                 except OSError as exc:
                     if not failing:
                         print(
-                            f"oar-live: beacon to {self.destination[0]}:{self.destination[1]} "
-                            f"failed ({exc.strerror or exc}); retrying",
+                            console.warning(f"beacon to {self.destination[0]}:"
+                                            f"{self.destination[1]} failed "
+                                            f"({exc.strerror or exc}); retrying"),
                             file=sys.stderr,
                             flush=True,
                         )

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from autoconf import beacon, prompt
 from autoconf.config import REGISTRY_PORT, Config
+from boot import console
 
 __all__ = [
     "Server",
@@ -165,7 +166,7 @@ def registry_answers(host: str, port: int, timeout: float = 2.0) -> bool:
 
 
 def _say(message: str) -> None:
-    print(f"oar-live: {message}", flush=True)
+    print(console.info(message), flush=True)
 
 
 def _refusal(answer: str) -> str | None:

@@ -30,7 +30,7 @@ from autoconf.client import Registration, RegistryClient, RegistryError, Unreach
 from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
 from autoconf.detect import Detection, cluster_address
 from autoconf.outcome import Pending
-from boot import proc
+from boot import console, proc
 from boot.files import write_if_changed
 
 __all__ = ["NodeError", "handle", "watch_main"]
@@ -59,8 +59,8 @@ class NodeError(Exception):
     """This machine cannot join the cluster; the message is one sentence for the console."""
 
 
-def say(message: str) -> None:
-    print(f"oar-live: {message}", flush=True)
+def say(line: str) -> None:
+    print(line, flush=True)
 
 
 def register(
@@ -99,7 +99,7 @@ def register(
             raise Pending(f"the server at {client.base_url} did not take the registration "
                           f"within {deadline:g} s ({problem}): oar-live-node keeps trying")
         wait = min(delay, left)
-        say(f"registration: {problem}; retrying in {wait:.0f} s")
+        say(console.info(f"registration: {problem}; retrying in {wait:.0f} s"))
         sleep(wait)
         delay = min(delay * 2, 15.0)
 
@@ -259,37 +259,38 @@ def handle(
         raise Pending("no OAR Live server answered yet (no oar.server, DHCP next-server or "
                       "beacon): oar-live-node keeps looking meanwhile and registers this "
                       "machine when one answers (or boot with oar.server=IP)")
-    say(f"OAR server: {server.describe()}")
+    say(console.info(f"OAR server: {server.describe()}"))
     # oar-node (its own sshd, which the server uses to reach jobs) needs nothing from the
     # registration: it starts while the server registers this machine.
     new_key = ensure_oar_ssh_host_key(root)
     proc.run(["systemctl", "restart" if new_key else "start", "--no-block", "oar-node"])
     client = RegistryClient(server.url, config.token)
     address = node_address(config, detection, server)
-    say(f"registering {detection.hostname} ({address}) with {server.address}")
+    say(console.info(f"registering {detection.hostname} ({address}) with {server.address}"))
     try:
         with timing.step("register"):
             registration = register(client, detection, address, deadline)
     except (NodeError, Pending):
         proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
         raise
-    say(f"registered as {registration.hostname} with {registration.resources} resources "
+    say(console.registered(registration.hostname, detail=(
+        f"with {registration.resources} resources "
         f"({'new or changed' if registration.changed else 'unchanged'}); "
-        f"server {registration.server_hostname}")
+        f"server {registration.server_hostname}")))
     with timing.step("configure"):
         write_state(root, server, detection, registration.hostname)
         changed = apply_registration(registration, root)
         if new_key:
             changed.append("oar-node host key")
-    say("configured: " + (", ".join(changed) if changed else "nothing to change"))
+    say(console.info("configured: " + (", ".join(changed) if changed else "nothing to change")))
     with timing.step("oar-node"):
         proc.run(["systemctl", "start", "oar-node"])  # returns once the start above is done
     with timing.step("Alive"):
         state = wait_alive(client, registration.hostname, alive_deadline)
     if state == "Alive":
-        say(f"{registration.hostname} is Alive in OAR")
+        say(console.alive(registration.hostname))
     else:
-        say(f"warning: OAR shows {registration.hostname} as {state}, not Alive (yet)")
+        say(console.warning(f"OAR shows {registration.hostname} as {state}, not Alive (yet)"))
     proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
     return registration.hostname
 
@@ -323,12 +324,12 @@ class Watcher:
 
     def _report(self, problem: str) -> None:
         if problem and problem != self.last_problem:  # one line per change, not one per poll
-            say(problem)
+            say(console.info(problem))
         self.last_problem = problem
 
     def _register(self, client: RegistryClient) -> None:
         assert self.server is not None
-        again = "again " if self.hostname else ""
+        again = bool(self.hostname)
         registration = client.register(self.detection, node_address(self.config, self.detection,
                                                                     self.server))
         self.hostname = registration.hostname
@@ -336,7 +337,7 @@ class Watcher:
         changed = apply_registration(registration, self.root)
         if changed or ensure_oar_ssh_host_key(self.root):
             proc.run(["systemctl", "start", "oar-node"], check=False)
-        say(f"registered {again}as {registration.hostname}")
+        say(console.registered(registration.hostname, again=again))
 
     def tick(self) -> None:
         if self.server is None:
@@ -348,7 +349,7 @@ class Watcher:
             if self.server is None:
                 self._report("still no OAR Live server on the network")
                 return
-            say(f"OAR server: {self.server.describe()}")
+            say(console.info(f"OAR server: {self.server.describe()}"))
         client = self._client()
         try:
             known = client.node(self.hostname) if self.hostname else None
@@ -361,7 +362,7 @@ class Watcher:
                 self._report(f"{self.hostname} is Absent (watcher restarted): registering again")
                 self._register(client)
             if update_hosts(client.hosts(), self.root):
-                say("updated /etc/hosts from the server")
+                say(console.info("updated /etc/hosts from the server"))
             self.first = False
             self._report("")
         except (RegistryError, Unreachable, NodeError) as exc:
@@ -374,9 +375,9 @@ class Watcher:
             proc.run(["oarnodesetting", "-s", "Absent", "-h", self.hostname, "-n"],
                      timeout=ABSENT_TIMEOUT)
         except proc.CommandError as exc:
-            say(f"could not mark {self.hostname} Absent: {exc}")
+            say(console.warning(f"could not mark {self.hostname} Absent: {exc}"))
             return False
-        say(f"{self.hostname} marked Absent")
+        say(console.info(f"{self.hostname} marked Absent"))
         return True
 
 
@@ -405,7 +406,7 @@ def watch_main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    say(f"watching {watcher.hostname or 'this node'} every {args.interval:g} s")
+    say(console.info(f"watching {watcher.hostname or 'this node'} every {args.interval:g} s"))
     while not stopping:
         next_tick = time.monotonic() + args.interval  # a tick that listened used its interval
         watcher.tick()

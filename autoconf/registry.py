@@ -48,7 +48,7 @@ from autoconf.registration import (
     validate_registration,
 )
 from autoconf.resources import Resource, plan_resources
-from boot import bounded
+from boot import bounded, console
 
 __all__ = [
     "MAX_BODY",
@@ -202,7 +202,7 @@ def _as_dict(r: OarResource) -> dict[str, Any]:
 
 
 def _log(message: str) -> None:
-    print(f"oar-live registry: {message}", file=sys.stderr, flush=True)
+    print(console.info(message, "registry"), file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- HTTP

@@ -25,7 +25,7 @@ from autoconf.detect import Detection, cluster_address
 from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError
 from autoconf.registration import SERVER_STATE, ServerState
-from boot import proc
+from boot import console, proc
 from boot.cmdline import read_cmdline
 from boot.files import write_if_changed
 from boot.pxe import configure as pxe
@@ -76,10 +76,9 @@ class ServerHost:
         return self.interface.network
 
 
-def say(step: str, changed: bool, detail: str = "") -> None:
-    """One console line per step: what it is and whether it changed anything."""
-    state = "changed" if changed else "unchanged"
-    print(f"  server: {step:<28} {state}{f' ({detail})' if detail else ''}", flush=True)
+def say(step: str, changed: bool | None, detail: str = "") -> None:
+    """One console line per step: what it is and whether it changed anything (None: failed)."""
+    print(console.server_step(step, changed, detail), flush=True)
 
 
 def _step(name: str, ensure: Callable[[], bool], detail: str = "") -> bool:
@@ -312,7 +311,8 @@ def ensure_registry(
     changed = write_if_changed(root / SERVER_STATE, text)
     if not _systemd(root):
         print(
-            "  server: no systemd here: run `oar-autoconf serve` to accept registrations",
+            console.info("no systemd here: run `oar-autoconf serve` to accept registrations",
+                         "server"),
             file=sys.stderr,
         )
         return changed
@@ -335,7 +335,7 @@ def _prepare_netboot(config: Config, detection: Detection, root: Path,
     try:
         return pxe.prepare(config.net, detection.interfaces, root, run)
     except (pxe.PxeError, proc.CommandError, OSError) as exc:
-        print(f"  server: netboot service           FAILED ({exc})", flush=True)
+        say("netboot service (PXE)", None, str(exc))
         return None
 
 
@@ -347,7 +347,7 @@ def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, root:
         say("netboot service (PXE)",
             *pxe.start(netboot, host.interface, keys, read_cmdline(root), root, run))
     except (pxe.PxeError, proc.CommandError, OSError) as exc:
-        print(f"  server: netboot service           FAILED ({exc})", flush=True)
+        say("netboot service (PXE)", None, str(exc))
 
 
 # ----------------------------------------------------------------------------- the role
@@ -372,7 +372,7 @@ def handle(config: Config, detection: Detection, root: Path = Path("/"),
         conf_changed = _step("oar.conf", lambda: ensure_oar_conf(host, root))
         _step("oar database", lambda: ensure_database(run, root), "with its resource properties")
         _step("oar-server", lambda: ensure_oar_server(root, run, restart=conf_changed))
-        _step("registration service", lambda: ensure_registry(host, detection, root, run),
+        _step(console.REGISTRATION_SERVICE, lambda: ensure_registry(host, detection, root, run),
               f"{host.address}:6680")
         if netboot is not None:
             with timing.step("netboot service"):

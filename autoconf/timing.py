@@ -4,7 +4,7 @@
         ...
 
 Each step's duration is recorded in `timing.BOOT`, the record of this boot; the agent's summary
-prints it as one line (`took  keyboard 0.1 s, detection 0.2 s, register 2.3 s, ...`) so a slow
+prints it as its `steps` row (`keyboard 0.1 s, detection 0.2 s, register 2.3 s, ...`) so a slow
 boot says which step was slow. A step that raises is recorded too, marked as failed.
 """
 
@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+
+from boot import console
 
 SHOWN_FROM = 0.05  # shorter steps are left out of the line: they are noise under a second
 
@@ -37,12 +39,9 @@ class Timings:
 
     def line(self) -> str:
         """`keyboard 0.1 s, register 2.3 s (failed)`: the steps that took noticeable time."""
-        shown = [
-            f"{name} {seconds:.1f} s" + ("" if ok else " (failed)")
-            for name, seconds, ok in self.steps
-            if seconds >= SHOWN_FROM or not ok
-        ]
-        return ", ".join(shown) or "nothing noticeable"
+        return console.steps_line(console.Step(name, seconds, ok)
+                                  for name, seconds, ok in self.steps
+                                  if seconds >= SHOWN_FROM or not ok)
 
     def clear(self) -> None:
         self.steps.clear()

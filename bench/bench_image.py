@@ -25,10 +25,8 @@ Temporary files live under /var/tmp and are removed at the end (live-build's chr
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from bench.timing import verdict
-from boot.proc import CommandError
+from boot.proc import CommandError, spawn
 from boot.vcluster.cli import TCG
 from boot.vcluster.plan import extract_boot_files
 from boot.vcluster.qemu import VM, VMError, VMSpec
@@ -55,6 +53,7 @@ PACKAGE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
 USER, PASSWORD = "user", "live"  # the recipe's job_user / job_user_password
 NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
 BUILD_TIMEOUT_S = 1800
+STOP_GRACE_S = 60
 BUILD_TARGET, SIZE_TARGET, MENU_TARGET, NODE_RAM_TARGET_MIB = 0.5, 0.85, 0.2, 400
 
 
@@ -70,36 +69,19 @@ def _run(argv: Sequence[str], log: Path, cwd: Path = ROOT,
          timeout: float = BUILD_TIMEOUT_S) -> float:
     """Run argv with its output appended to `log`; its wall time in seconds.
 
-    The command gets its own process group, killed whole on a timeout or an interrupt.
+    The command gets its own process group, stopped whole on a timeout or an interrupt
+    (SIGTERM, a minute for build-iso to unwind its namespaces, then SIGKILL).
     """
     started = time.monotonic()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            status = proc.wait(timeout)
-        except BaseException:
-            _kill_group(proc)
-            raise
+    with log.open("ab") as out, spawn(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                      new_session=True, grace=STOP_GRACE_S) as proc:
+        status = proc.wait(timeout)
     elapsed = time.monotonic() - started
     if status != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         raise BenchError(f"`{' '.join(map(str, argv))}` exited {status} after {elapsed:.0f} s;"
                          f" its output ends with:\n{tail}")
     return elapsed
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _mb(path: Path) -> float:

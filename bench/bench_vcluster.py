@@ -13,12 +13,12 @@ The ISO: $OAR_LIVE_ISO, else out/oar-live.iso (`make iso`).
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from pathlib import Path
 
 from bench.vms import built_iso, vcluster
+from boot import console
 from boot.vcluster import state as vstate
 from boot.vcluster.cli import TCG
 from boot.vcluster.plan import extract_boot_files
@@ -26,7 +26,6 @@ from boot.vcluster.qemu import VM, VMSpec
 from boot.vcluster.remote import Remote
 
 PROJECT = Path(__file__).resolve().parents[1]
-AGENT_READY = re.compile(r"^\s*ready in (\d+) s", re.M)
 PER_NODE_TARGET = 0.5
 AGENT_TARGET_S = 3.0
 
@@ -39,7 +38,7 @@ def _solo(iso: Path, work: Path) -> float:
                   netdevs=(("user,id=n0", "virtio-net-pci,netdev=n0"),))
     started = time.monotonic()
     with VM(spec) as vm:
-        vm.wait_for(AGENT_READY.pattern, 900)
+        vm.wait_for(console.READY.pattern, 900)
         return time.monotonic() - started
 
 
@@ -54,11 +53,11 @@ def _up(iso: Path, nodes: int, work: Path, reboot_for_agent: bool = False) -> tu
             state = vstate.load(state_dir)
             node = state.nodes[0]
             log = state.serial_log(node)
-            before = len(AGENT_READY.findall(log.read_text(errors="replace")))
+            before = len(console.READY.findall(log.read_text(errors="replace")))
             Remote(state).run("sudo -n systemctl reboot", node, timeout=60, check=False)
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
-                found = AGENT_READY.findall(log.read_text(errors="replace"))
+                found = console.READY.findall(log.read_text(errors="replace"))
                 if len(found) > before:
                     agent = int(found[-1])
                     break

@@ -7,27 +7,18 @@ interrupted, or build-iso itself is killed, the host is left with nothing mounte
 
 from __future__ import annotations
 
-import ctypes
-import os
 import re
-import signal
 import subprocess
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from boot.proc import spawn, stop
 from builder.compile import MARK
 
 _MARKER = re.compile("\x1eBI ([^\x1e]*)\x1e")
-_PR_SET_PDEATHSIG = 1
 TERM_GRACE_SECONDS = 10
-
-
-def _die_with_parent() -> None:
-    """In the child: be killed if build-iso dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def namespace_argv(argv: list[str]) -> list[str]:
@@ -45,7 +36,7 @@ class ScriptResult:
 
 
 class ScriptRun:
-    """One running macrostep script; `wait()` streams its output until it ends."""
+    """One macrostep script; `wait()` runs it and streams its output until it ends."""
 
     def __init__(self, script: Path, log: Path, env: dict[str, str],
                  on_output: Callable[[str], None] | None = None,
@@ -55,29 +46,33 @@ class ScriptRun:
         self.on_output = on_output
         self.on_begin = on_begin
         self.tail: deque[str] = deque(maxlen=tail_lines)
-        self.proc = subprocess.Popen(
-            namespace_argv(["bash", str(script)]), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        self.env = env
 
     def wait(self) -> ScriptResult:
-        """Stream output to the log until the script ends; on Ctrl-C/SIGTERM stop it, re-raise."""
+        """Run the script, its output to the log; on Ctrl-C/SIGTERM stop it, re-raise.
+
+        Its own session keeps our terminal's Ctrl-C from it: it is asked to stop (its traps
+        record where) and given TERM_GRACE_SECONDS, and its last words still reach the log.
+        """
         result = ScriptResult(returncode=0)
-        with self.log.open("ab") as log:
+        with self.log.open("ab") as log, spawn(
+            namespace_argv(["bash", str(self.script)]), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=self.env, inherit_env=False, new_session=True,
+            die_with_parent=True, grace=TERM_GRACE_SECONDS,
+        ) as proc:
             try:
-                self._pump(log, result)
+                self._pump(proc, log, result)
             except BaseException:
-                self.stop()
-                self._pump(log, result)
+                stop(proc, grace=TERM_GRACE_SECONDS)
+                self._pump(proc, log, result)
                 raise
-        result.returncode = self.proc.wait()
+            result.returncode = proc.wait()
         result.tail = tuple(self.tail)
         return result
 
-    def _pump(self, log, result: ScriptResult) -> None:
-        assert self.proc.stdout is not None
-        for raw in iter(self.proc.stdout.readline, b""):
+    def _pump(self, proc: subprocess.Popen, log, result: ScriptResult) -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
             self._line(raw.decode(errors="replace"), log, result)
 
     def _line(self, line: str, log, result: ScriptResult) -> None:
@@ -102,25 +97,16 @@ class ScriptRun:
         elif fields[:1] == ["fail"] and len(fields) == 4:
             result.failed_micro, result.failed_cmd, result.command_status = map(int, fields[1:])
 
-    def stop(self) -> None:
-        """Ask the script to stop (its traps record where), then kill what remains."""
-        if self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=TERM_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
 
 def run_interactive(script: Path, env: dict[str, str]) -> int:
-    """Run a script attached to the terminal (a shell in the appliance), in a namespace."""
-    proc = subprocess.Popen(namespace_argv(["bash", str(script)]), env=env,
-                            preexec_fn=_die_with_parent)
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            continue
+    """Run a script attached to the terminal (a shell in the appliance), in a namespace.
+
+    Ctrl-C belongs to the shell (it shares our terminal): we wait on until it exits.
+    """
+    with spawn(namespace_argv(["bash", str(script)]), stdin=None, env=env, inherit_env=False,
+               die_with_parent=True) as proc:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boot import netif, proc
+from boot import console, netif, proc
 from boot.files import write_if_changed
 from boot.netif import Interface
 from boot.pxe import dhcpprobe
@@ -148,6 +148,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _tell(message: str) -> None:
+    _say(console.info(message, "PXE"))
+
+
 def _current_ipv4(interface: str, run: Runner) -> list[ipaddress.IPv4Interface]:
     out = run(["ip", "-4", "-o", "addr", "show", "dev", interface], timeout=10).stdout
     found = []
@@ -203,7 +207,7 @@ def prepare(net: str | None, interfaces: Sequence[Interface], root: Path = Path(
     IPv4 address (in authoritative mode, one we give it; in proxy mode, the site's lease)."""
     iface = cluster_interface(net, interfaces)
     own = {str(a.ip) for i in interfaces for a in ipv4_of(i)}
-    _say(f"PXE: looking for another DHCP server on {iface.name} ({PROBE_SECONDS:g} s)")
+    _tell(f"looking for another DHCP server on {iface.name} ({PROBE_SECONDS:g} s)")
     try:
         offers = (probe or dhcpprobe.discover)(iface.name, PROBE_SECONDS)
     except dhcpprobe.ProbeError as exc:
@@ -213,7 +217,7 @@ def prepare(net: str | None, interfaces: Sequence[Interface], root: Path = Path(
     if not addresses:
         if mode is Mode.AUTHORITATIVE:
             wanted = static_address(net)
-            _say(f"PXE: {iface.name} has no address: taking {wanted}")
+            _tell(f"{iface.name} has no address: taking {wanted}")
             if networkd is None:
                 networkd = networkd_runs(root)
             _give_address(iface.name, wanted, root, run, networkd)
@@ -277,7 +281,7 @@ def start(netboot: Netboot, address: ipaddress.IPv4Interface,
     changed = write_state(plan, state, root, base_cmdline(root))
     detail = f"{plan.mode.value} on {plan.interface}"
     if not (root / "run/systemd/system").is_dir():
-        _say(f"PXE: no systemd here: run `python3 -m boot.pxe.serve --state {state}`")
+        _tell(f"no systemd here: run `python3 -m boot.pxe.serve --state {state}`")
         return changed, detail
     active = run(["systemctl", "is-active", "--quiet", UNIT], check=False, timeout=30)
     if active.returncode == 0 and not changed:

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from boot import menus
+from boot import console, menus
 
 __all__ = ["BootFiles", "Mode", "Plan", "PxeError", "boot_files", "dhcp_range", "dnsmasq_conf",
            "render_menus"]
@@ -114,13 +114,11 @@ class Plan:
 
     def announce(self) -> str:
         """The console line that says what is served where, and where nothing is."""
-        if self.mode is Mode.AUTHORITATIVE:
-            how = (f"authoritative DHCP for {self.address.network} (no other DHCP server "
-                   "answered)")
-        else:
-            how = f"proxy-DHCP beside the DHCP server {self.other_dhcp} (it gives the addresses)"
-        return (f"PXE: {how} on {self.interface} only, never on any other interface; TFTP and "
-                f"HTTP on {self.address.ip}:{self.http_port}")
+        authoritative = self.mode is Mode.AUTHORITATIVE
+        return console.pxe_announce(console.PxeService(
+            self.mode.value, self.interface, f"{self.address.ip}:{self.http_port}",
+            network=str(self.address.network) if authoritative else None,
+            other_dhcp=None if authoritative else self.other_dhcp))
 
 
 def dhcp_range(address: ipaddress.IPv4Interface) -> tuple[str, str]:

@@ -17,11 +17,11 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from boot.proc import spawn
 from boot.pxe.plan import IPXE_SCRIPT, STATE_DIR, Plan
 
 __all__ = ["BootFileServer", "serve"]
@@ -107,32 +107,23 @@ def serve(state: Path) -> int:
         print(f"pxeserve: cannot listen on {plan.address.ip}:{plan.http_port}: {exc}",
               file=sys.stderr)
         return 1
-    dnsmasq = subprocess.Popen(
-        ["dnsmasq", "--keep-in-foreground", f"--conf-file={state / 'dnsmasq.conf'}",
-         "--log-facility=-"],
-        stdin=subprocess.DEVNULL,
-    )
     stop = threading.Event()
 
     def _stop(*_: object) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    http_thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    http_thread.start()
-    while not stop.is_set() and dnsmasq.poll() is None:
-        stop.wait(0.5)
-    httpd.shutdown()
-    httpd.server_close()
-    status = dnsmasq.poll()
+    with spawn(["dnsmasq", "--keep-in-foreground", f"--conf-file={state / 'dnsmasq.conf'}",
+                "--log-facility=-"]) as dnsmasq:  # leaving the block stops dnsmasq
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        http_thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        http_thread.start()
+        while not stop.is_set() and dnsmasq.poll() is None:
+            stop.wait(0.5)
+        httpd.shutdown()
+        httpd.server_close()
+        status = dnsmasq.poll()
     if status is None:
-        dnsmasq.terminate()
-        try:
-            dnsmasq.wait(10)
-        except subprocess.TimeoutExpired:
-            dnsmasq.kill()
-            dnsmasq.wait()
         return 0
     print(f"pxeserve: dnsmasq exited with status {status}", file=sys.stderr)
     return 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from boot.proc import CommandError
+from boot.proc import CommandError, spawn, start
 from boot.vcluster import net as vnet
 from boot.vcluster import stage as vstage
 from boot.vcluster import state as vstate
@@ -55,16 +56,18 @@ DEMO_JOB = 'for h in $(sort -u "$OAR_NODEFILE"); do oarsh "$h" hostname; done'
 # ---- processes ------------------------------------------------------------------------------
 
 
-def spawn(argv: list[str], log: Path) -> int:
-    """Start a long-running process in its own session (it outlives the launcher); its pid."""
+def start_detached(argv: list[str], log: Path) -> int:
+    """Start a long-running process in its own session that outlives the launcher; its pid.
+
+    The launcher stays its parent and judges it with waitpid (`_ended`); `down`, maybe from
+    another launcher, stops it by its recorded pid (state.stop_ours).
+    """
     with open(log, "ab") as out:
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                       start_new_session=True)
-        except FileNotFoundError:
+            return start(argv, stdout=out, stderr=out, new_session=True).pid
+        except CommandError:
             raise VClusterError(f"{argv[0]} not found: apt-get install qemu-system-x86 "
                                 "dnsmasq-base iproute2 openssh-client") from None
-    return process.pid
 
 
 def kvm_works(kernel: Path, workdir: Path, wait: float = KVM_PROBE_SECONDS) -> bool:
@@ -79,17 +82,15 @@ def kvm_works(kernel: Path, workdir: Path, wait: float = KVM_PROBE_SECONDS) -> b
     argv = ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none",
             "-no-user-config", "-nodefaults", "-no-reboot", "-serial", f"file:{log}",
             "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]  # fmt: skip
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + wait
     seen = False
-    while time.monotonic() < deadline and process.poll() is None:
-        if log.exists() and vstage.KERNEL_START.search(log.read_text(errors="replace")):
-            seen = True
-            break
-        time.sleep(0.2)
-    process.kill()
-    process.wait()
+    with spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+               stop_signal=signal.SIGKILL) as process:
+        while time.monotonic() < deadline and process.poll() is None:
+            if log.exists() and vstage.KERNEL_START.search(log.read_text(errors="replace")):
+                seen = True
+                break
+            time.sleep(0.2)
     log.unlink(missing_ok=True)
     return seen
 
@@ -130,7 +131,7 @@ def up(args: argparse.Namespace) -> ClusterState:
     net.create()
     pxe = getattr(args, "pxe", None)
     known = [m for m in machines if pxe != "authoritative" or m.role == "server"]
-    state = replace(state, dhcp_pid=spawn(
+    state = replace(state, dhcp_pid=start_detached(
         net.dhcp_argv([(m.mac, m.address) for m in known], known_only=pxe == "authoritative"),
         state_dir / "dnsmasq.out.log"))
     state.save()
@@ -142,7 +143,7 @@ def up(args: argparse.Namespace) -> ClusterState:
                        kernel_cmdline(base, machine, args.nodes, pxe=bool(pxe)),
                        netboot=bool(pxe) and machine.role == "node")
         state.serial_log(machine).write_bytes(b"")
-        pid = spawn(net.inside(spec.argv()), state_dir / f"{machine.name}.qemu.log")
+        pid = start_detached(net.inside(spec.argv()), state_dir / f"{machine.name}.qemu.log")
         state = state.with_machine(replace(machine, pid=pid))
         state.save()
     wait_ready(state, args.password, args.timeout, started)
@@ -280,7 +281,7 @@ def down(state_dir: Path, keep_logs: bool, quiet: bool = False) -> None:
     if state is not None:
         pids |= {p for p in [state.dhcp_pid, *(m.pid for m in state.machines)]
                  if vstate.is_ours(p, state_dir)}
-    vstate.stop_processes(sorted(pids), lambda p: vstate.is_ours(p, state_dir))
+    vstate.stop_ours(sorted(pids), state_dir)
     removed_netns = False
     if state is not None:
         try:

@@ -10,6 +10,7 @@ Software emulation (`-accel tcg`) is the default: KVM is not usable on the build
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -23,7 +24,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from boot.proc import spawn
+
 QEMU = "qemu-system-x86_64"
+KILL_WAIT_SECONDS = 10  # SIGKILL'd, qemu is reaped within this
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
@@ -117,6 +121,7 @@ class VM:
     _drain: threading.Thread | None = None
     _offset: int = 0
     _markers: int = field(default=0)
+    _owner: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def start(self) -> VM:
         if shutil.which(QEMU) is None:
@@ -124,12 +129,16 @@ class VM:
         self.spec.rundir.mkdir(parents=True, exist_ok=True)
         self.spec.serial_log.unlink(missing_ok=True)
         self.spec.serial_log.touch()
-        stderr = open(self.spec.rundir / f"{self.spec.name}.qemu.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            self.spec.argv(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
-        )
-        stderr.close()
-        self._connect_console()
+        with open(self.spec.rundir / f"{self.spec.name}.qemu.log", "wb") as stderr:
+            # Until stop() powers it off, qemu is killed with any exit of our block.
+            self.process = self._owner.enter_context(spawn(
+                self.spec.argv(), stdout=stderr, stderr=stderr, stop_signal=signal.SIGKILL,
+                grace=KILL_WAIT_SECONDS))
+        try:
+            self._connect_console()
+        except BaseException:
+            self.stop(timeout=0)
+            raise
         return self
 
     def __enter__(self) -> VM:
@@ -240,13 +249,13 @@ class VM:
         """Power the VM off (ACPI), or kill qemu after `timeout` seconds."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            try:
-                self.monitor("system_powerdown")
-                self.process.wait(timeout)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.send_signal(signal.SIGKILL)
-                self.process.wait(10)
+        try:
+            if self.process.poll() is None and timeout > 0:
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    self.monitor("system_powerdown")
+                    self.process.wait(timeout)
+        finally:
+            self._owner.close()  # kills a qemu still there, reaps it
         if self._console is not None:
             self._console.close()
             self._console = None

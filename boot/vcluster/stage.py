@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from boot import console
+
 
 class Stage(StrEnum):
     BOOTING = "booting"
@@ -27,21 +29,15 @@ class Stage(StrEnum):
 
 
 KERNEL_START = re.compile(r"Linux version \d")
-AGENT_STARTED = re.compile(r"OAR Live: configure this machine|^OAR Live: ", re.M)
-NODE_REGISTERED = re.compile(r"oar-live: registered (?:again )?as (node-[0-9a-f]{12})")
-NODE_ALIVE = re.compile(r"oar-live: (\S+) is Alive in OAR")
-SERVER_SERVING = re.compile(r"server: registration service")
-AGENT_DONE = re.compile(r"^\s*ready in \d+ s", re.M)
+# The agent's lines are read with boot.console's patterns; these are the kernel's and systemd's.
 FAILURES = (
-    re.compile(r"OAR Live: error: .*"),
+    console.ERROR,
     re.compile(r"Kernel panic - not syncing.*"),
     re.compile(r"Unable to find a medium containing a live file system.*"),
     re.compile(r"Failed to start oar-live-a.*"),
 )
 # Lines worth showing when a VM does not get where it should (besides the log's tail).
-NOTABLE = re.compile(
-    r"OAR Live|oar-live:|server: |error|fail|warning|panic|timed out|Alive", re.I
-)
+NOTABLE = re.compile(r"error|fail|warning|panic|timed out|Alive", re.I)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
@@ -66,7 +62,8 @@ def _recovered(text: str, failure: re.Match, role: str) -> bool:
     registers it when the server comes up (nodes boot alongside their server)."""
     if role == "server":
         return False
-    return bool(NODE_REGISTERED.search(text[failure.end():])) or "keeps looking meanwhile" in text
+    return bool(console.REGISTERED.search(text[failure.end():])) or bool(
+        console.EARLIER_WAITING.search(text))
 
 
 def progress(log: str, role: str) -> Progress:
@@ -77,18 +74,18 @@ def progress(log: str, role: str) -> Progress:
         if found and not _recovered(text, found, role):
             return Progress(Stage.FAILED, found.group(0).strip())
     if role == "server":
-        if AGENT_DONE.search(text):
+        if console.READY.search(text):
             return Progress(Stage.ALIVE)
-        if SERVER_SERVING.search(text):
+        if console.SERVING.search(text):
             return Progress(Stage.REGISTERED)
     else:
-        registered = NODE_REGISTERED.findall(text)
-        alive = NODE_ALIVE.findall(text)
+        registered = console.registered_hosts(text)
+        alive = console.alive_hosts(text)
         if alive:
             return Progress(Stage.ALIVE, alive[-1])
         if registered:
             return Progress(Stage.REGISTERED, registered[-1])
-    if AGENT_STARTED.search(text):
+    if console.AGENT_STARTED.search(text):
         return Progress(Stage.AGENT)
     return Progress(Stage.BOOTING)
 
@@ -97,7 +94,8 @@ def excerpt(log: str, lines: int = 25) -> str:
     """What explains a VM's state: the notable lines of its current boot, then the log's tail."""
     text = clean(current_boot(log))
     all_lines = [line for line in text.splitlines() if line.strip()]
-    notable = [line for line in all_lines if NOTABLE.search(line)][-lines:]
+    notable = [line for line in all_lines
+               if console.ANY.search(line) or NOTABLE.search(line)][-lines:]
     tail = all_lines[-lines:]
     shown = notable + ["..."] + [line for line in tail if line not in notable] if notable else tail
     return "\n".join(shown)

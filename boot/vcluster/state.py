@@ -10,23 +10,22 @@ finds our processes that never made it into the file that way.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from boot import bounded
+from boot.proc import stop_pids
 
 STATE_FILE = "state.json"
 MAX_STATE_BYTES = 1024 * 1024  # a 100-VM cluster records ~30 KiB
+STOP_GRACE_SECONDS = 5.0  # qemu and dnsmasq exit at once on SIGTERM
 LOG_SUFFIX = ".log"  # serial consoles, qemu's and dnsmasq's messages: kept by `down --keep-logs`
 
 
@@ -186,25 +185,9 @@ def running(state: ClusterState, proc_root: Path = Path("/proc")) -> list[Machin
     return [m for m in state.machines if is_ours(m.pid, state.state_dir, proc_root)]
 
 
-def stop_processes(
-    pids: list[int],
-    alive: Callable[[int], bool],
-    kill: Callable[[int, int], None] = os.kill,
-    grace: float = 5.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """SIGTERM, then SIGKILL what is still there after `grace` seconds."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            kill(pid, signal.SIGTERM)
-    waited = 0.0
-    while waited < grace and any(alive(p) for p in pids):
-        sleep(0.2)
-        waited += 0.2
-    for pid in pids:
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                kill(pid, signal.SIGKILL)
+def stop_ours(pids: list[int], state_dir: Path, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds, the pids that are still ours."""
+    stop_pids(pids, lambda pid: is_ours(pid, state_dir), grace=grace)
 
 
 def remove_files(state_dir: Path, keep_logs: bool) -> None:

@@ -21,6 +21,7 @@ from subprocess import CompletedProcess
 import pytest
 
 from autoconf.detect import Interface
+from boot import console
 from boot.pxe import configure as pxe
 from boot.pxe import dhcpprobe
 from boot.pxe import serve as pxeserve
@@ -629,8 +630,10 @@ def test_server_role_with_oar_pxe_serves_netboot_for_its_address(tmp_path, monke
     assert name == server.SERVER_HOSTNAME
     assert probed == [detection.interfaces[0].name]
     out = capsys.readouterr().out
-    assert "PXE: authoritative DHCP for 10.0.0.0/24" in out
-    assert re.search(r"netboot service \(PXE\)\s+changed", out)
+    service = console.read_pxe(out)
+    assert service is not None and (service.mode, service.network) == ("authoritative",
+                                                                       "10.0.0.0/24")
+    assert console.server_steps(out)["netboot service (PXE)"] == "changed"
     menu = (root / pxe.STATE_DIR / "tftp/pxelinux.cfg/default").read_text()
     assert "oar.server=10.0.0.1" in menu and "fetch=http://10.0.0.1:6682/" in menu
 
@@ -648,5 +651,6 @@ def test_server_role_without_boot_medium_reports_netboot_and_still_serves(tmp_pa
     assert server.handle(AgentConfig(role=Role.SERVER, pxe=True), server_detection(), root,
                          system) == server.SERVER_HOSTNAME
     out = capsys.readouterr().out
-    assert "netboot service" in out and "FAILED" in out and "not booted from an OAR Live" in out
+    assert console.server_steps(out)["netboot service (PXE)"] == "FAILED"
+    assert "not booted from an OAR Live" in out
     assert system.running["oar-server"]

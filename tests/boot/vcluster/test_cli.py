@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from boot import console
 from boot.vcluster import cli as vcluster
 from boot.vcluster import net as vnet
 from boot.vcluster import plan as vplan
@@ -28,7 +29,35 @@ LABEL ask
 console=tty0 oar.role=ask
 """
 
-SERVER_LOG = """\
+KERNEL = "[    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org)"
+NODE = "node-5254004f4c01"
+# Serial logs as the agent writes them: its lines come from boot.console, between the kernel's
+# (a serial console ends lines with CR LF).
+SERVER_LOG = "\r\n".join([
+    KERNEL,
+    "         Starting \x1b[0;1;39moar-live-autoconf…\x1b[0m as an OAR server, node or both...",
+    console.agent_started(),
+    console.info("keyboard layout us (already set)"),
+    console.server_step("postgresql", True, "listening on 10.77.0.2"),
+    console.server_step(console.REGISTRATION_SERVICE, True, "10.77.0.2:6680"),
+    *console.summary([("role", "server"), ("hostname", "oar-server")],
+                     console.steps_line([console.Step("postgresql", 3.1)]), 25),
+]) + "\r\n"
+NODE_LOG_NO_SERVER_YET = "\n".join([
+    KERNEL,
+    console.agent_started(),
+    console.info("keyboard layout us (already set)"),
+    console.info("listening for an OAR Live server's beacon on UDP port 6681 (6 s)"),
+    console.info("no OAR Live server answered yet (no oar.server, DHCP next-server or beacon): "
+                 "oar-live-node keeps looking meanwhile and registers this machine when one "
+                 "answers (or boot with oar.server=IP)"),
+    *console.summary([("role", "node")], console.steps_line([console.Step("find server", 6.0)]),
+                     7, joined=False),
+]) + "\n"
+NODE_LATER = console.registered(NODE) + "\n" + console.alive(NODE) + "\n"  # the watcher's
+
+# What images built before boot.console printed: the stages read them the same way.
+SERVER_LOG_OLD = """\
 [    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org)
          Starting \x1b[0;1;39moar-live-autoconf…\x1b[0m as an OAR server, node or both...
 OAR Live: keyboard layout us (already set)
@@ -38,17 +67,6 @@ OAR Live --------------------------------------------------
   role       server
   ready in 25 s
 """
-
-NODE_LOG_NO_SERVER_YET = """\
-[    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org)
-OAR Live: keyboard layout us (already set)
-oar-live: listening for an OAR Live server's beacon on UDP port 6681 (6 s)
-OAR Live: no OAR Live server answered yet (no oar.server, DHCP next-server or beacon): \
-oar-live-node keeps looking meanwhile and registers this machine when one answers (or boot with \
-oar.server=IP)
-  set up in 7 s; joins the cluster when its server answers
-"""
-# What images built before that printed for the same situation: the stages read it the same way.
 NODE_LOG_NO_SERVER_YET_OLD = """\
 [    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org)
 OAR Live: error: the node role failed: no OAR Live server found (no oar.server, DHCP next-server \
@@ -219,18 +237,30 @@ def test_the_launcher_judges_its_own_vms_by_waitpid_not_by_their_command_line(tm
         running.wait()
 
 
-def test_stopping_terminates_then_kills_what_stays():
-    alive = {1, 2}
-    sent = []
+@pytest.mark.spawns
+def test_down_kills_what_is_ours_and_leaves_a_reused_pid_alone(tmp_path):
+    import subprocess
+    import sys
 
-    def kill(pid, sig):
-        sent.append((pid, sig))
-        if sig == signal.SIGKILL or pid == 1:
-            alive.discard(pid)
-
-    vstate.stop_processes([1, 2], alive.__contains__, kill, grace=1.0, sleep=lambda s: None)
-    assert sent == [(1, signal.SIGTERM), (2, signal.SIGTERM), (2, signal.SIGKILL)]
-    assert not alive
+    state_dir = tmp_path / "state"
+    fake = tmp_path / "dnsmasq"  # a process that reads as the cluster's dnsmasq and ignores TERM
+    fake.symlink_to(Path(sys.executable).resolve())
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print(flush=True); time.sleep(60)")
+    ours = subprocess.Popen([str(fake), "-c", code, f"{state_dir}/dnsmasq.conf"],
+                            stdout=subprocess.PIPE)
+    other = subprocess.Popen(["sleep", "30"])  # a pid recorded once, now someone else's
+    try:
+        ours.stdout.readline()  # its SIGTERM is ignored from here on
+        assert vstate.is_ours(ours.pid, state_dir)
+        vstate.stop_ours([ours.pid, other.pid], state_dir, grace=0.2)
+        assert ours.wait() == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for process in (ours, other):
+            process.kill()
+            process.wait()
+        ours.stdout.close()
 
 
 def test_down_keeps_only_the_logs_when_asked(tmp_path):
@@ -249,29 +279,35 @@ def test_down_keeps_only_the_logs_when_asked(tmp_path):
 
 
 def test_a_server_goes_from_booting_to_serving_to_ready():
-    lines = SERVER_LOG.splitlines(keepends=True)
-    assert vstage.progress(lines[0], "server").stage is Stage.BOOTING
-    assert vstage.progress("".join(lines[:3]), "server").stage is Stage.AGENT
-    assert vstage.progress("".join(lines[:5]), "server").stage is Stage.REGISTERED
-    assert vstage.progress(SERVER_LOG, "server").stage is Stage.ALIVE
+    for log in (SERVER_LOG, SERVER_LOG_OLD):
+        lines = log.splitlines(keepends=True)
+        serving = next(i for i, line in enumerate(lines) if "registration service" in line)
+        assert vstage.progress("".join(lines[:2]), "server").stage is Stage.BOOTING
+        assert vstage.progress("".join(lines[:3]), "server").stage is Stage.AGENT
+        assert vstage.progress("".join(lines[:serving]), "server").stage is Stage.AGENT
+        assert vstage.progress("".join(lines[:serving + 1]), "server").stage is Stage.REGISTERED
+        assert vstage.progress("".join(lines[:-1]), "server").stage is Stage.REGISTERED
+        assert vstage.progress(log, "server").stage is Stage.ALIVE
 
 
 def test_a_node_without_a_server_yet_is_waiting_not_failed_and_then_registers():
-    for waiting in (NODE_LOG_NO_SERVER_YET, NODE_LOG_NO_SERVER_YET_OLD):
+    old_later = f"oar-live: registered as {NODE}\noar-live: {NODE} is Alive in OAR\n"
+    for waiting, later in ((NODE_LOG_NO_SERVER_YET, NODE_LATER),
+                           (NODE_LOG_NO_SERVER_YET_OLD, old_later)):
         assert vstage.progress(waiting, "node").stage is Stage.AGENT
-        later = waiting + "oar-live: registered as node-5254004f4c01\n"
-        assert vstage.progress(later, "node") == vstage.Progress(Stage.REGISTERED,
-                                                                 "node-5254004f4c01")
-        alive = later + "oar-live: node-5254004f4c01 is Alive in OAR\n"
-        assert vstage.progress(alive, "node").stage is Stage.ALIVE
+        registered = waiting + later.splitlines(keepends=True)[0]
+        assert vstage.progress(registered, "node") == vstage.Progress(Stage.REGISTERED, NODE)
+        assert vstage.progress(waiting + later, "node") == vstage.Progress(Stage.ALIVE, NODE)
 
 
 def test_a_server_whose_agent_failed_is_failed_with_the_agents_sentence():
-    log = SERVER_LOG.replace("  server: registration service", "OAR Live: error: the server "
-                             "role failed: oar-database --check failed\n  x")
+    serving = console.server_step(console.REGISTRATION_SERVICE, True, "10.77.0.2:6680")
+    failed = console.failed("the server role failed: oar-database --check failed",
+                            console.steps_line([console.Step("oar database", 1.0, ok=False)]))
+    log = SERVER_LOG[:SERVER_LOG.index(serving)] + "\n".join(failed) + "\n"
     found = vstage.progress(log, "server")
     assert found.stage is Stage.FAILED
-    assert "oar-database --check failed" in found.detail
+    assert found.detail == failed[0]
 
 
 def test_a_reboot_starts_the_stages_again():
