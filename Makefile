@@ -7,17 +7,12 @@ RECIPE   ?= recipes/debian-bookworm-x86_64-oar-2.5-iso.yaml
 BUILD_ARGS ?=
 PYTEST_ARGS ?=
 
-# Host tools the builder calls (mmdebstrap, squashfs, ISO, disk images, boot loaders).
-BUILD_DEBS = mmdebstrap squashfs-tools xorriso isolinux syslinux-common syslinux-efi \
-	grub-efi-amd64-bin grub-pc-bin grub-common mtools dosfstools qemu-utils fdisk e2fsprogs \
-	zstd pigz python3-venv python3-pip
-# What the tests add: qemu to boot images, PXE pieces, and a real PostgreSQL + OAR server.
-TEST_DEBS = $(BUILD_DEBS) qemu-system-x86 ovmf ipxe-qemu dnsmasq-base pxelinux iproute2 \
-	postgresql oar-server oar-server-pgsql oar-user oar-user-pgsql oar-node libjson-perl \
-	busybox curl ipxe openssh-client
-
-# The benchmarks also build Debian's live-build ISO of the same packages, for comparison.
-BENCH_DEBS = $(TEST_DEBS) live-build
+# The host packages of each set-up, one list each in host/ (a package a line, then what is used
+# from it); the recipe's bootstrap/check_host_tools reads host/build.txt too. Add a package there.
+host_debs = $(shell awk '$$1 !~ /^(\#|$$)/ { print $$1 }' $(1))
+BUILD_DEBS = $(call host_debs,host/build.txt)
+TEST_DEBS = $(BUILD_DEBS) $(call host_debs,host/test.txt)
+BENCH_DEBS = $(TEST_DEBS) $(call host_debs,host/bench.txt)
 
 .PHONY: iso test unit lint bench host-build-deps host-test-deps host-bench-deps venv clean
 

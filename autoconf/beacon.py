@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from autoconf.config import BEACON_PORT
-from boot import console
+from boot import bounded, console
 
 __all__ = [
     "BEACON_INTERVAL",
@@ -76,8 +76,8 @@ def _valid_registry(value: object) -> str | None:
 def parse_payload(data: bytes, cluster: str) -> str | None:
     """The registry address a datagram announces for `cluster`, or None for anything else."""
     try:
-        message = json.loads(data.decode())
-    except (UnicodeDecodeError, ValueError):
+        message = bounded.load_json(data, MAX_DATAGRAM, max_depth=1)
+    except bounded.InputError:
         return None
     if not isinstance(message, dict):
         return None

@@ -18,6 +18,7 @@ from http.client import HTTPException
 from typing import Any
 
 from autoconf.detect import Detection
+from boot import bounded
 
 TOKEN_HEADER = "X-OAR-Live-Token"
 HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # what `hostname` gets: no options
@@ -25,6 +26,7 @@ HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # what `hostnam
 # One registration runs several OAR commands on the server (1.5-3 s each under emulation,
 # serialised with other nodes'): waiting less than that only makes the node ask again.
 REGISTER_TIMEOUT = 90.0
+MAX_ANSWER = 4 * 1024 * 1024  # a registration answer for a 1000-node cluster is ~200 KiB
 
 
 class RegistryError(Exception):
@@ -91,34 +93,37 @@ class RegistryClient:
             request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                return response.read()
+                answer = response.read(MAX_ANSWER + 1)
         except urllib.error.HTTPError as exc:
-            raise RegistryError(exc.code, _error_text(exc.read())) from None
+            raise RegistryError(exc.code, _error_text(exc.read(MAX_ANSWER))) from None
         except (urllib.error.URLError, OSError, HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise Unreachable(
                 f"{self.base_url}: {getattr(reason, 'strerror', None) or reason}"
             ) from None
+        if len(answer) > MAX_ANSWER:
+            raise RegistryError(200, f"an answer larger than {MAX_ANSWER} bytes")
+        return answer
 
     def register(self, detection: Detection, address: str) -> Registration:
         body = {"token": self.token, "detection": detection.to_json(), "address": address}
         raw = self._request("POST", "/v1/register", body,
                             timeout=max(self.timeout, REGISTER_TIMEOUT))
         try:
-            return Registration.from_json(json.loads(raw))
+            return Registration.from_json(bounded.load_json(raw, MAX_ANSWER))
         except ValueError as exc:
             raise RegistryError(200, f"an unusable registration answer: {exc}") from None
 
     def node(self, hostname: str) -> dict[str, Any] | None:
         """The server's view of `hostname`, or None when it does not know it (404)."""
         try:
-            answer = json.loads(self._request("GET", f"/v1/nodes/{hostname}"))
+            answer = bounded.load_json(self._request("GET", f"/v1/nodes/{hostname}"), MAX_ANSWER)
         except RegistryError as exc:
             if exc.status == 404:
                 return None
             raise
-        except ValueError:
-            raise RegistryError(200, "unusable node answer (not JSON)") from None
+        except bounded.InputError as exc:
+            raise RegistryError(200, f"unusable node answer ({exc.message})") from None
         return answer if isinstance(answer, dict) else {}
 
     def hosts(self) -> str:
@@ -127,7 +132,7 @@ class RegistryClient:
 
 def _error_text(body: bytes) -> str:
     try:
-        message = json.loads(body).get("error")
-    except (ValueError, AttributeError):
+        message = bounded.load_json(body, MAX_ANSWER).get("error")
+    except (bounded.InputError, AttributeError):
         message = None
     return str(message) if message else body.decode(errors="replace").strip()[:200] or "no detail"

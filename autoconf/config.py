@@ -23,8 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
+from boot import bounded
 from boot.cmdline import cmdline_params
 from boot.netif import IFNAME_RE
 
@@ -34,6 +33,7 @@ BEACON_PORT = 6681  # udp: the discovery beacon (autoconf.beacon)
 IMAGE_CONFIG = Path("etc/oar-live/config.yaml")  # written into the image at build time
 MEDIUM_CONFIG = Path("run/live/medium/oar-live.yaml")  # on the boot medium, editable by users
 CONFIG_JSON = Path("run/oar-live/config.json")
+MAX_CONFIG_BYTES = 64 * 1024  # an image or medium config: `key: value` lines, well under 1 KiB
 
 MAX_TIMEOUT = 3600
 MAX_NBMIN = 100_000
@@ -266,18 +266,15 @@ def _layer_from_cmdline(cmdline: str, warnings: list[str]) -> dict[str, str]:
 
 def _layer_from_yaml(path: Path, label: str, warnings: list[str]) -> dict[str, str]:
     try:
-        text = path.read_text()
+        data = bounded.load_yaml(bounded.read_bytes(path, MAX_CONFIG_BYTES), MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        warnings.append(f"{label} {path}: cannot read it ({exc.strerror}); ignored")
+        warnings.append(f"{label} {path}: cannot read it ({exc.strerror or exc}); ignored")
         return {}
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        warnings.append(f"{label} {path}: not valid YAML{at}; ignored")
+    except bounded.InputError as exc:
+        at = f" at line {exc.line}" if exc.line else ""
+        warnings.append(f"{label} {path}: {exc.message}{at}; ignored")
         return {}
     if data is None:
         return {}

@@ -4,10 +4,12 @@ HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
 
 - `POST /v1/register` `{"token", "detection", "address"}` -> 200 with the node's OAR hostname,
   its resources, whether anything changed, the cluster's oar.conf and /etc/hosts lines;
-  401 for a wrong token, 400 `{"error": ...}` for anything malformed, 409 for a name held by
-  another machine that still answers or an address the server or another node holds (nothing
-  written then). A node's address is the one it connects from, when that is a host of the
-  cluster network other than the server; else (the server itself) the body's.
+  401 for a wrong token, 400 `{"error": ...}` for anything malformed (a body over MAX_BODY
+  bytes, not UTF-8, not JSON or nested deeper than BODY_DEPTH), 408 when the body takes longer
+  than BODY_SECONDS to arrive, 409 for a name held by another machine that still answers or an
+  address the server or another node holds (nothing written in any of these cases). A node's
+  address is the one it connects from, when that is a host of the cluster network other than
+  the server; else (the server itself) the body's.
 - `GET /v1/nodes/<hostname>` -> 200 `{"hostname", "state", "resources"}` or 404.
 - `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node.
   Both GETs need the header `X-OAR-Live-Token`. Any other method gets 405.
@@ -31,6 +33,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
@@ -53,7 +56,7 @@ from autoconf.registration import (
     validate_registration,
 )
 from autoconf.resources import Resource, plan_resources
-from boot import console
+from boot import bounded, console
 
 __all__ = [
     "MAX_BODY",
@@ -71,6 +74,8 @@ __all__ = [
 ]
 
 MAX_BODY = 64 * 1024  # a 1024-CPU detection is ~60 KiB of JSON
+BODY_DEPTH = 8  # a registration nests 4 levels (body, detection, cpus, one cpu)
+BODY_SECONDS = 30  # the whole body must arrive within this: a trickling client is cut off
 _DRAIN_LIMIT = 8 * 1024 * 1024  # read and discard up to this much of an oversized body
 TOKEN_HEADER = "X-OAR-Live-Token"
 HOLDER_PORT = 22  # every OAR Live machine runs sshd: a holder that answers there is still up
@@ -320,7 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _body(self) -> bytes | None:
-        """The request body, or None after replying 400 (missing length, too large)."""
+        """The request body, or None after replying 400 (missing length, too large, short) or
+        408 (slower than BODY_SECONDS)."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, "chunked bodies are not accepted")
@@ -331,17 +337,50 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, "a Content-Length header is required")
             return None
-        if length < 0 or length > MAX_BODY:
+        oversized = length < 0 or length > MAX_BODY
+        try:
+            # An oversized body is read and discarded (up to _DRAIN_LIMIT) so that the client
+            # finishes sending and reads our answer.
+            chunks = self._receive(min(max(length, 0), _DRAIN_LIMIT) if oversized else length,
+                                   time.monotonic() + BODY_SECONDS, keep=not oversized)
+        except TimeoutError:
             self.close_connection = True
-            remaining = min(max(length, 0), _DRAIN_LIMIT)
-            while remaining > 0:  # let the client finish sending so it reads our answer
-                chunk = self.rfile.read(min(remaining, 65536))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
+            _log(f"refused a registration from {self.client_address[0]}: "
+                 f"the body took longer than {BODY_SECONDS} s")
+            self._error(HTTPStatus.REQUEST_TIMEOUT,
+                        f"the body did not arrive within {BODY_SECONDS} s")
+            return None
+        if oversized:
+            self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, f"body larger than {MAX_BODY} bytes")
             return None
-        return self.rfile.read(length)
+        body = b"".join(chunks)
+        if len(body) < length:
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
+            return None
+        return body
+
+    def _receive(self, length: int, deadline: float, keep: bool) -> list[bytes]:
+        """Up to `length` bytes (fewer if the client stops), kept or discarded; TimeoutError
+        when they have not all come by `deadline`."""
+        chunks: list[bytes] = []
+        remaining = length
+        try:
+            while remaining > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    break
+                if keep:
+                    chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            self.connection.settimeout(self.timeout)
+        return chunks
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         if self.path != "/v1/register":
@@ -353,9 +392,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         registry = self.server.registry
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
+            body = bounded.load_json(raw, MAX_BODY, BODY_DEPTH)
+        except bounded.InputError as exc:
+            _log(f"refused a registration from {self.client_address[0]}: body {exc.message}")
+            self._error(HTTPStatus.BAD_REQUEST, f"the body is refused: {exc.message}")
             return
         if not isinstance(body, dict):
             self._error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from boot import bounded
 from builder.errors import RecipeError
 
 
@@ -56,31 +57,32 @@ def _convert(node: yaml.Node, path: Path) -> Any:
         s.line, s.path = line, path
         return s
     # Other scalars (ints, bools, nulls, floats): let PyYAML resolve them.
-    return _SCALARS.construct_object(node)
+    try:
+        return _SCALARS.construct_object(node)
+    except (yaml.YAMLError, ValueError) as exc:
+        problem = getattr(exc, "problem", None) or "not a value YAML can read"
+        raise RecipeError(f"invalid YAML: {problem}", path, line) from None
 
 
 _SCALARS = yaml.SafeLoader("")
-# libyaml's parser when PyYAML was built with it: the same nodes and marks, much faster.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_FILE_BYTES = 1024 * 1024  # a recipe or macrostep file; ours are under 10 KiB
 
 
 def load_yaml(path: Path) -> Any:
-    """Load one YAML document; a syntax error becomes a one-line RecipeError with its line."""
+    """Load one YAML document; bad bytes, bad syntax, an alias bomb or an oversized file become
+    a one-line RecipeError naming the file (and the line when known)."""
     try:
-        text = path.read_text()
+        data = bounded.read_bytes(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise RecipeError("file not found", path) from None
+    except IsADirectoryError:
+        raise RecipeError("is a directory, not a YAML file", path) from None
     except OSError as exc:
         raise RecipeError(f"cannot read: {exc.strerror}", path) from None
     try:
-        node = yaml.compose(text, Loader=_LOADER)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise RecipeError(f"invalid YAML: {problem}", path, line) from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"invalid YAML: {exc}", path) from None
+        node = bounded.compose_yaml(bounded.text(data, MAX_FILE_BYTES))
+    except bounded.InputError as exc:
+        raise RecipeError(exc.message, path, exc.line) from None
     if node is None:
         return None
     return _convert(node, path)

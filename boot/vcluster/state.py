@@ -13,13 +13,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from boot import bounded
 from boot.proc import stop_pids
 
 STATE_FILE = "state.json"
+MAX_STATE_BYTES = 1024 * 1024  # a 100-VM cluster records ~30 KiB
 STOP_GRACE_SECONDS = 5.0  # qemu and dnsmasq exit at once on SIGTERM
 LOG_SUFFIX = ".log"  # serial consoles, qemu's and dnsmasq's messages: kept by `down --keep-logs`
 
@@ -101,14 +106,47 @@ class ClusterState:
         os.replace(tmp, self.state_dir / STATE_FILE)
 
 
+def _well_typed(record: ClusterState | Machine) -> bool:
+    """Whether every field of `record` holds a value of its declared type (int stands for float)."""
+    hints = typing.get_type_hints(type(record))
+    for item in fields(record):
+        hint = hints[item.name]
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = tuple(typing.get_origin(kind) or kind for kind in allowed)
+        value = getattr(record, item.name)
+        if float in kinds:
+            kinds = (*kinds, int)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            return False
+    return True
+
+
 def load(state_dir: Path) -> ClusterState | None:
+    """The recorded cluster, or None when there is none or `state.json` is torn or foreign
+    (said in one line on stderr): `down` then still finds our processes by their command line."""
     path = state_dir / STATE_FILE
-    if not path.exists():
-        return None
     try:
-        return ClusterState.from_json(json.loads(path.read_text()))
+        data = bounded.load_json(bounded.read_bytes(path, MAX_STATE_BYTES), MAX_STATE_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _ignored(path, f"cannot read it ({exc.strerror or exc})")
+    except bounded.InputError as exc:
+        return _ignored(path, exc.message)
+    if not isinstance(data, dict) or not isinstance(data.get("machines", []), list):
+        return _ignored(path, "not a cluster state")
+    try:
+        state = ClusterState.from_json(data)
     except (ValueError, KeyError, TypeError):
-        return None  # a torn or foreign file: `down` still finds our processes by name
+        return _ignored(path, "not a cluster state")
+    if not all(_well_typed(record) for record in (state, *state.machines)):
+        return _ignored(path, "a value of the wrong type")
+    return state
+
+
+def _ignored(path: Path, reason: str) -> None:
+    print(f"oar-vcluster: {path}: {reason}; ignored", file=sys.stderr)
+    return None
 
 
 OUR_PROGRAMS = ("qemu-system-x86_64", "dnsmasq")  # what a cluster runs; never a user's shell

@@ -79,6 +79,11 @@ def datagram(**fields: object) -> bytes:
         datagram(registry="10.0.0.1:99999"),
         datagram(registry="evil.example:80"),
         datagram(registry=["10.0.0.1:6680"]),
+        b"[" * 2000,
+        b'{"service": "oar-live", "x": [[1]]}',
+        b"9" * 2000,
+        datagram() + b"\x00",
+        datagram() + b" " * 2048,
     ],
 )
 def test_parse_ignores_garbage_and_foreign_clusters(data):

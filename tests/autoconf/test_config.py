@@ -9,6 +9,7 @@ import pytest
 
 from autoconf.config import (
     BEACON_PORT,
+    MAX_CONFIG_BYTES,
     REGISTRY_PORT,
     SETTINGS,
     Config,
@@ -21,7 +22,9 @@ from autoconf.config import (
     settings_table,
     write_config,
 )
+from boot.bounded import MAX_VALUES
 from boot.cmdline import read_cmdline
+from tests.boot.test_bounded import ALIAS_BOMB
 
 DEBIAN_CMDLINE = "BOOT_IMAGE=/live/vmlinuz boot=live components quiet splash"
 
@@ -139,8 +142,23 @@ def test_broken_medium_yaml_is_reported_and_ignored(tmp_path):
     write(tmp_path, "etc/oar-live/config.yaml", "- a list\n")
     config, warnings = load_config(tmp_path, cmdline="")
     assert config == Config()
-    assert any("boot medium" in w and "not valid YAML" in w for w in warnings)
+    assert any("boot medium" in w and "invalid YAML" in w and "line 2" in w for w in warnings)
     assert any("image config" in w and "key: value" in w for w in warnings)
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"role: serv\xe9r\n", "not UTF-8 text (byte 0xe9) at line 1"),
+    (b"keymap: fr\nrole: \x00\n", "not a text file (a NUL byte) at line 2"),
+    (ALIAS_BOMB, f"its anchors and aliases expand to more than {MAX_VALUES} values at line 1"),
+    (b"# comment\n" * 7000, f"larger than {MAX_CONFIG_BYTES} bytes"),
+])
+def test_unreadable_medium_yaml_is_one_warning_and_ignored(tmp_path, data, message):
+    medium = tmp_path / "run/live/medium/oar-live.yaml"
+    medium.parent.mkdir(parents=True)
+    medium.write_bytes(data)
+    config, warnings = load_config(tmp_path, cmdline="")
+    assert config == Config()
+    assert warnings == [f"boot medium {medium}: {message}; ignored"]
 
 
 def test_yaml_keys_with_oar_prefix_and_unknown_keys(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
 from dataclasses import replace
@@ -11,10 +12,17 @@ from pathlib import Path
 import pytest
 
 from autoconf import etchosts
+from autoconf import registry as registry_module
 from autoconf.detect import Detection
 from autoconf.oarstate import Oar, OarError, OarResource
 from autoconf.registration import BadRequest, validate_registration
-from autoconf.registry import MAX_BODY, Registry, RegistrySettings, ServerState
+from autoconf.registry import (
+    BODY_DEPTH,
+    MAX_BODY,
+    Registry,
+    RegistrySettings,
+    ServerState,
+)
 from tests.autoconf.fakenodes import get, new_hostname, post, registration, serving
 
 TOKEN = "s3cret-token-for-tests"
@@ -181,6 +189,13 @@ def _bad_bodies(host: str) -> dict[str, tuple[int, bytes]]:
         "JSON but a list": (400, b"[1, 2]"),
         "binary garbage": (400, bytes(range(256))),
         "huge body": (400, b'{"token": "' + b"x" * (MAX_BODY + 10) + b'"}'),
+        "Latin-1 body": (400, body(lambda d: d["detection"].__setitem__("hostname", "h\xe9"))
+                         .replace(b"\\u00e9", b"\xe9")),
+        "NUL byte": (400, b'{"token": "\x00"}'),
+        "deeply nested JSON": (400, b'{"token": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        "nested past the bound": (400, body(lambda d: d.__setitem__(
+            "detection", json.loads("[" * BODY_DEPTH + "]" * BODY_DEPTH)))),
+        "integer of 5000 digits": (400, b'{"token": ' + b"9" * 5000 + b"}"),
         "bad hostname": (400, body(lambda d: d["detection"].__setitem__("hostname", "evil;rm"))),
         "hostname too short": (400, body(lambda d: d["detection"].__setitem__(
             "hostname", "node-123"))),
@@ -234,6 +249,59 @@ def test_a_refused_detection_is_refused_with_the_detections_own_reason(fake):
     with pytest.raises(BadRequest) as refused:
         validate_registration(body, registry.settings)
     assert str(refused.value) == str(direct.value) == "detection.cpus[1]: cpuset id 0 appears twice"
+
+
+def test_refused_bodies_say_why_in_one_line(fake):
+    registry, _oar = fake
+    with serving(registry) as port:
+        assert post(port, b'{"a": "caf\xe9"}') == (
+            400, {"error": "the body is refused: not UTF-8 text (byte 0xe9)"})
+        status, answer = post(port, b"[" * 100 + b"]" * 100)
+        assert status == 400 and answer["error"].endswith(f"deeper than {BODY_DEPTH} levels")
+
+
+def _exchange(port: int, request: bytes, finish: bool) -> bytes:
+    """Send `request` on a raw connection (then end it when `finish`); all the service answers."""
+    with socket.create_connection(("127.0.0.1", port), 10) as sock:
+        sock.sendall(request)
+        if finish:
+            sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer
+
+
+PARTIAL_BODY = b"POST /v1/register HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}"
+
+
+def test_a_body_that_trickles_in_is_cut_off(fake, monkeypatch):
+    registry, oar = fake
+    monkeypatch.setattr(registry_module, "BODY_SECONDS", 0.5)
+    with serving(registry) as port:
+        answer = _exchange(port, PARTIAL_BODY, finish=False)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert answer.endswith(b'{"error": "the body did not arrive within 0.5 s"}')
+    assert oar.calls == []
+
+
+def test_an_oversized_body_that_trickles_in_is_cut_off_too(fake, monkeypatch):
+    registry, _oar = fake
+    monkeypatch.setattr(registry_module, "BODY_SECONDS", 0.5)
+    length = f"Content-Length: {MAX_BODY + 1}".encode()
+    request = PARTIAL_BODY.replace(b"Content-Length: 100", length)
+    with serving(registry) as port:
+        answer = _exchange(port, request, finish=False)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_body_shorter_than_its_length_is_refused(fake):
+    registry, _oar = fake
+    with serving(registry) as port:
+        answer = _exchange(port, PARTIAL_BODY, finish=True)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b'{"error": "the body is shorter than its Content-Length"}')
 
 
 def test_get_endpoints_need_the_token(fake):

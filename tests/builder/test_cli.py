@@ -3,6 +3,7 @@
 import pytest
 
 from builder.cli import main
+from tests.boot.test_bounded import ALIAS_BOMB
 
 
 @pytest.fixture
@@ -51,3 +52,20 @@ def test_malformed_recipe_exit_2_one_line(tree, capsys):
 def test_missing_recipe(tmp_path, capsys):
     assert main([str(tmp_path / "none.yaml")]) == 2
     assert "recipe not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["recipe", "macrostep"])
+@pytest.mark.parametrize("data,message", [
+    (b"global: {distrib: caf\xe9}\n", "not UTF-8 text"),
+    (b"- a:\n    - exec_current: echo \x00\n", "not a text file"),
+    (ALIAS_BOMB, "anchors and aliases expand to more than"),
+])
+def test_unreadable_input_is_one_line_exit_2(tree, capsys, where, data, message):
+    path = tree.recipe("- boot\n")
+    if where == "macrostep":
+        path = tree.recipes / "boot.yaml"
+    path.write_bytes(data)
+    assert main([str(path if where == "recipe" else tree.recipes / "r.yaml"), "--list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"build-iso: error: {path}:")
+    assert message in err[0]
