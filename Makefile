@@ -7,12 +7,13 @@ RECIPE   ?= recipes/debian-bookworm-x86_64-oar-2.5-iso.yaml
 BUILD_ARGS ?=
 PYTEST_ARGS ?=
 
-# The host packages of each set-up, one list each in host/ (a package a line, then what is used
-# from it); the recipe's bootstrap/check_host_tools reads host/build.txt too. Add a package there.
+# The host packages of each set-up, one list each beside what needs it (a package a line, then
+# what is used from it): recipes/host.txt for a build (bootstrap/check_host_tools reads it too),
+# tests/host.txt and bench/host.txt for what the tests and benchmarks add. Add a package there.
 host_debs = $(shell awk '$$1 !~ /^(\#|$$)/ { print $$1 }' $(1))
-BUILD_DEBS = $(call host_debs,host/build.txt)
-TEST_DEBS = $(BUILD_DEBS) $(call host_debs,host/test.txt)
-BENCH_DEBS = $(TEST_DEBS) $(call host_debs,host/bench.txt)
+BUILD_DEBS = $(call host_debs,recipes/host.txt)
+TEST_DEBS = $(BUILD_DEBS) $(call host_debs,tests/host.txt)
+BENCH_DEBS = $(TEST_DEBS) $(call host_debs,bench/host.txt)
 
 .PHONY: iso test unit lint bench host-build-deps host-test-deps host-bench-deps venv clean
 

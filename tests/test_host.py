@@ -1,4 +1,5 @@
-"""The host package lists (host/*.txt): what make installs, what the build checks and uses."""
+"""The host package lists (recipes/, tests/, bench/ host.txt): what make installs, what the build
+checks and uses."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from builder.recipe import CommandKind, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTS = ("build", "test", "bench")  # each set-up installs its list and the ones before it
+LIST_FILES = {"build": "recipes/host.txt", "test": "tests/host.txt", "bench": "bench/host.txt"}
 RECIPE = ROOT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
 PROGRAM = re.compile(r"^[A-Za-z0-9][\w.+-]*$")
@@ -20,9 +22,9 @@ HOST_SIDE = (CommandKind.EXEC_CURRENT, CommandKind.EXEC_APPLIANCE, CommandKind.C
 
 
 def read_list(name: str) -> dict[str, tuple[str, ...]]:
-    """package -> what is used from it, from host/NAME.txt."""
+    """package -> what is used from it, from the set-up's list (LIST_FILES)."""
     packages: dict[str, tuple[str, ...]] = {}
-    for line in (ROOT / "host" / f"{name}.txt").read_text().splitlines():
+    for line in (ROOT / LIST_FILES[name]).read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             package, *items = line.split()
             packages[package] = tuple(items)
@@ -136,15 +138,15 @@ def check_host_tools() -> str:
 
 def test_the_build_checks_the_list_make_iso_installs():
     script = check_host_tools()
-    assert '"$$project_dir/host/build.txt"' in script
+    assert '"$$project_dir/recipes/host.txt"' in script
     project_dir = load_recipe(RECIPE).variables["project_dir"]
     assert Path(project_dir.replace("$$recipe_dir", str(RECIPE.parent))).resolve() == ROOT
 
 
 @pytest.mark.spawns
 def test_a_missing_piece_is_named_with_the_command_that_installs_it(tmp_path):
-    (tmp_path / "host").mkdir()
-    (tmp_path / "host" / "build.txt").write_text(
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "host.txt").write_text(
         "# comment\n\nutil-linux  unshare\n"
         "oar-live-nothing  /nonexistent/oar-live.bin oar-live-no-such-program\n")
     script = check_host_tools().replace("$$project_dir", str(tmp_path))
@@ -219,7 +221,7 @@ def test_every_program_the_build_runs_on_the_host_is_in_the_build_list():
     everywhere = on_every_debian(set(found.values()))
     unlisted = {path: f"{where}, package {found.get(path)}" for path, where in runs.items()
                 if found.get(path) not in listed and found.get(path) not in everywhere}
-    assert unlisted == {}, "add these to host/build.txt"
+    assert unlisted == {}, "add these to recipes/host.txt"
 
 
 def test_every_host_file_the_build_reads_is_in_the_build_list():
@@ -227,4 +229,4 @@ def test_every_host_file_the_build_reads_is_in_the_build_list():
     used = {path: where for where, script in host_side_scripts()
             for path in _HOST_FILE.findall(script) if not path.startswith("/usr/lib/oar-live")}
     assert used, "the scan finds the boot loaders the build copies"
-    assert {p: w for p, w in used.items() if p not in listed} == {}, "add them to host/build.txt"
+    assert {p: w for p, w in used.items() if p not in listed} == {}, "add them to recipes/host.txt"
