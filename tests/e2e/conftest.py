@@ -1,6 +1,6 @@
 """The OAR Live image the end-to-end tests boot: built once per test session by build-iso.
 
-OAR_LIVE_IMAGE picks the recipe (`bookworm`, the default, or `trixie`); set OAR_LIVE_OUT to a
+OAR_LIVE_IMAGE picks the recipe (`trixie`, the default, or `bookworm`); set OAR_LIVE_OUT to a
 folder holding that image's oar-live.iso / .qcow2 / .tgz / .yaml to test already built artifacts
 instead (checkpoints make a rebuild with unchanged sources cheap anyway).
 """
@@ -43,7 +43,7 @@ IMAGES = {
 
 @pytest.fixture(scope="session")
 def image() -> Image:
-    name = os.environ.get("OAR_LIVE_IMAGE", "bookworm")
+    name = os.environ.get("OAR_LIVE_IMAGE", "trixie")
     if name not in IMAGES:
         raise pytest.UsageError(f"OAR_LIVE_IMAGE={name}: choose among {', '.join(IMAGES)}")
     return IMAGES[name]
