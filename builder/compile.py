@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.recipe import Command, CommandKind, Macrostep
+from builder.recipe import Command, CommandKind, Condition, Macrostep, Microstep
 from builder.variables import Variables
 
 # Markers the script prints on its own line: "\x1eBI begin 3\x1e", "\x1eBI fail 3 2 1\x1e".
@@ -139,6 +139,10 @@ def compile_macrostep(macro: Macrostep, variables: Variables, first: int = 0,
     sites: list[CommandSite] = []
     for index in range(first, last):
         micro = macro.microsteps[index]
+        unmet = _unmet(micro, variables, used)
+        if unmet is not None:
+            lines.append(f"# --- {macro.name}/{micro.name} skipped: not ({unmet})")
+            continue
         lines.append(f"# --- {macro.name}/{micro.name} ({micro.path}:{micro.line})")
         lines.append(f"__bi_begin {index + 1}")
         for cmd_index, command in enumerate(micro.commands, start=1):
@@ -150,6 +154,16 @@ def compile_macrostep(macro: Macrostep, variables: Variables, first: int = 0,
     return CompiledMacrostep(macro=macro, body=body, first=first, last=last,
                              used_variables=frozenset(variables.used_closure(used)),
                              sites=tuple(sites))
+
+
+def _unmet(micro: Microstep, variables: Variables, used: set[str]) -> Condition | None:
+    """The first `when` condition of the microstep that the variables do not meet."""
+    for condition in micro.when:
+        for name, accepted in condition.words:
+            text = variables.substitute(f"$${{{name}}}", condition.path, condition.line, used)
+            if not set(accepted) & set(text.split()):
+                return condition
+    return None
 
 
 def _command_lines(command: Command, variables: Variables, used: set[str]) -> list[str]:

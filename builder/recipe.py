@@ -1,9 +1,9 @@
-"""Load a recipe and its macrostep files into a validated, immutable plan of commands."""
+"""Load a recipe, its alias files and its macrostep files into a validated, immutable plan."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ MAX_MICROSTEPS = 120
 PROJECT_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _BASH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# An alias's parameters in its commands: @1 .. @9 (`@@` is a literal `@`).
+_PARAM = re.compile(r"@@|@([1-9])")
 
 
 class CommandKind(StrEnum):
@@ -53,11 +55,35 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """`when:` of a macrostep file: each named variable has one of the listed words."""
+
+    words: tuple[tuple[str, tuple[str, ...]], ...]   # (variable, accepted words)
+    path: Path
+    line: int
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} has {' or '.join(words)}" for name, words in self.words)
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A named list of commands with parameters @1..@N, used like a command."""
+
+    name: str
+    body: PosList                 # the commands as written, parameters unsubstituted
+    params: int
+    path: Path
+    line: int
+
+
+@dataclass(frozen=True)
 class Microstep:
     name: str
     commands: tuple[Command, ...]
     path: Path
     line: int
+    when: tuple[Condition, ...] = ()    # all must hold, else the microstep is skipped
 
 
 @dataclass(frozen=True)
@@ -111,9 +137,9 @@ def load_recipe(path: Path, overrides: dict[str, str] | None = None) -> Recipe:
     if not isinstance(doc, PosDict):
         raise RecipeError("a recipe is a mapping with 'global' and 'steps'", path, line_of(doc, 1))
     for key in doc:
-        if key not in ("global", "steps"):
-            raise RecipeError(f"unknown recipe section '{key}' (expected 'global' and 'steps')",
-                              path, doc.key_lines[key])
+        if key not in ("global", "aliases", "steps"):
+            raise RecipeError(f"unknown recipe section '{key}' (expected 'global', 'aliases' "
+                              "and 'steps')", path, doc.key_lines[key])
     glob = doc.get("global")
     if not isinstance(glob, PosDict):
         raise RecipeError("missing or malformed 'global' mapping", path,
@@ -139,6 +165,7 @@ def load_recipe(path: Path, overrides: dict[str, str] | None = None) -> Recipe:
 
     distrib = str(variables["distrib"])
     search = _search_path(path.parent, distrib)
+    aliases = _load_aliases(doc, path, search)
     steps = doc.get("steps")
     if not isinstance(steps, PosList) or not steps:
         raise RecipeError("'steps' must be a non-empty list of macrosteps", path,
@@ -146,7 +173,7 @@ def load_recipe(path: Path, overrides: dict[str, str] | None = None) -> Recipe:
     macrosteps: list[Macrostep] = []
     seen: set[str] = set()
     for entry in steps:
-        macro = _load_macrostep_entry(entry, steps, path, search)
+        macro = _load_macrostep_entry(entry, steps, path, search, aliases)
         if macro.name in seen:
             raise RecipeError(f"macrostep '{macro.name}' appears twice in steps", path, macro.line)
         seen.add(macro.name)
@@ -183,8 +210,100 @@ def _find_file(name: str, search: tuple[Path, ...], relative_to: Path | None = N
     return None
 
 
-def _load_macrostep_entry(entry: Any, steps: PosList, path: Path,
-                          search: tuple[Path, ...]) -> Macrostep:
+def _load_aliases(doc: PosDict, path: Path, search: tuple[Path, ...]) -> dict[str, Alias]:
+    """The aliases of the files the recipe's `aliases` names (one name or a list)."""
+    if "aliases" not in doc:
+        return {}
+    line = doc.key_lines["aliases"]
+    names = doc["aliases"]
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RecipeError("'aliases' is a file name or a list of file names", path, line)
+    aliases: dict[str, Alias] = {}
+    for name in names:
+        file = _find_file(str(name), search)
+        if file is None:
+            where = ", ".join(str(d) for d in search)
+            raise RecipeError(f"alias file '{name}' not found (searched: {where})", path,
+                              line_of(name, line))
+        for alias in _alias_file(file):
+            if alias.name in aliases:
+                first = aliases[alias.name]
+                raise RecipeError(f"alias '{alias.name}' is already defined at "
+                                  f"{first.path}:{first.line}", file, alias.line)
+            aliases[alias.name] = alias
+    return aliases
+
+
+def _alias_file(file: Path) -> list[Alias]:
+    doc = load_yaml(file)
+    if not isinstance(doc, PosDict):
+        raise RecipeError("an alias file is a mapping: alias name -> list of commands", file,
+                          line_of(doc, 1))
+    out = []
+    for name, body in doc.items():
+        line = doc.key_lines[name]
+        if not _NAME.match(name):
+            raise RecipeError(f"invalid alias name '{name}'", file, line)
+        if name in {k.value for k in CommandKind} or name in ("include", "when"):
+            raise RecipeError(f"alias '{name}' would hide the built-in '{name}'", file, line)
+        if not isinstance(body, PosList) or not body:
+            raise RecipeError(f"alias '{name}' must be a non-empty list of commands", file, line)
+        # The commands must be built-in ones of the right shape, parameters as they stand.
+        _load_commands(body, file, line, {})
+        params = max((int(m.group(1)) for m in _PARAM.finditer(_all_text(body)) if m.group(1)),
+                     default=0)
+        out.append(Alias(name=name, body=body, params=params, path=file, line=line))
+    return out
+
+
+def _all_text(value: Any) -> str:
+    if isinstance(value, PosDict):
+        return "\n".join(_all_text(v) for v in value.values())
+    if isinstance(value, PosList):
+        return "\n".join(_all_text(v) for v in value)
+    return "" if value is None else _scalar_text(value)
+
+
+def _expand_alias(alias: Alias, arg: Any, file: Path, line: int) -> tuple[Command, ...]:
+    """The alias's commands with its parameters replaced, placed at the line that uses it."""
+    if alias.params == 0:
+        args: list[Any] = [] if arg is None else [arg]
+    elif alias.params == 1 and not isinstance(arg, PosList):
+        args = [] if arg is None else [arg]
+    else:
+        args = list(arg) if isinstance(arg, PosList) else ([] if arg is None else [arg])
+    if len(args) != alias.params or any(isinstance(a, (PosDict, PosList)) for a in args):
+        shape = ("nothing" if alias.params == 0 else "one text" if alias.params == 1
+                 else f"a list of {alias.params} texts")
+        raise RecipeError(f"alias '{alias.name}' ({alias.path.name}:{alias.line}) takes "
+                          f"{shape}, got {len(args)} item(s)", file, line)
+    texts = ["" if a is None else _scalar_text(a) for a in args]
+
+    def substitute(value: Any) -> Any:
+        if isinstance(value, PosDict):
+            out = PosDict((k, substitute(v)) for k, v in value.items())
+            out.line, out.path, out.key_lines = value.line, value.path, value.key_lines
+            return out
+        if isinstance(value, PosList):
+            out_list = PosList(substitute(v) for v in value)
+            out_list.line, out_list.path = value.line, value.path
+            return out_list
+        if isinstance(value, str):
+            return _PARAM.sub(lambda m: texts[int(m.group(1)) - 1] if m.group(1) else "@",
+                              value)
+        return value
+
+    try:
+        commands = _load_commands(substitute(alias.body), alias.path, alias.line, {})
+    except RecipeError as exc:
+        raise RecipeError(f"alias '{alias.name}': {exc.message}", file, line) from None
+    return tuple(Command(kind=c.kind, args=c.args, path=file, line=line) for c in commands)
+
+
+def _load_macrostep_entry(entry: Any, steps: PosList, path: Path, search: tuple[Path, ...],
+                          aliases: dict[str, Alias]) -> Macrostep:
     line = line_of(entry, steps.line)
     selection: list[str] | None = None
     checkpoint = True
@@ -222,7 +341,7 @@ def _load_macrostep_entry(entry: Any, steps: PosList, path: Path,
     if file is None:
         where = ", ".join(str(d) for d in search)
         raise RecipeError(f"macrostep file '{name}.yaml' not found (searched: {where})", path, line)
-    microsteps = _load_microsteps(file, search, stack=())
+    microsteps = _load_microsteps(file, search, aliases, stack=())
     by_name = {m.name: m for m in microsteps}
     if selection is not None:
         chosen = []
@@ -247,7 +366,7 @@ def _names(items: PosList, path: Path, what: str) -> list[str]:
     return list(items)
 
 
-def _load_microsteps(file: Path, search: tuple[Path, ...],
+def _load_microsteps(file: Path, search: tuple[Path, ...], aliases: dict[str, Alias],
                      stack: tuple[Path, ...]) -> list[Microstep]:
     if file in stack:
         chain = " -> ".join(p.name for p in (*stack, file))
@@ -259,25 +378,34 @@ def _load_microsteps(file: Path, search: tuple[Path, ...],
         raise RecipeError("a macrostep file is a list of microsteps", file, line_of(doc, 1))
     out: list[Microstep] = []
     names: set[str] = set()
-    for item in doc:
+    when: tuple[Condition, ...] = ()
+    for position, item in enumerate(doc):
         if not isinstance(item, PosDict) or len(item) != 1:
             raise RecipeError("a microstep is a one-key mapping: name -> list of commands", file,
                               line_of(item, doc.line))
         name, body = next(iter(item.items()))
         line = item.key_lines[name]
+        if name == "when":
+            if position != 0:
+                raise RecipeError("'when' must be the first entry of a macrostep file (it "
+                                  "applies to all its microsteps)", file, line)
+            when = (_condition(body, file, line),)
+            continue
         if name == "include":
             if not isinstance(body, str):
                 raise RecipeError("include takes a file name", file, line)
             target = _find_file(str(body), search, relative_to=file.parent)
             if target is None:
                 raise RecipeError(f"included file '{body}' not found", file, line)
-            included = _load_microsteps(target, search, (*stack, file))
+            included = _load_microsteps(target, search, aliases, (*stack, file))
         else:
             if not _NAME.match(name):
                 raise RecipeError(f"invalid microstep name '{name}'", file, line)
-            included = [Microstep(name=name, commands=_load_commands(body, file, line),
+            included = [Microstep(name=name, commands=_load_commands(body, file, line, aliases),
                                   path=file, line=line)]
         for micro in included:
+            if when:
+                micro = replace(micro, when=when + micro.when)
             if micro.name in names:
                 raise RecipeError(f"microstep '{micro.name}' is defined twice", file, micro.line)
             names.add(micro.name)
@@ -285,7 +413,26 @@ def _load_microsteps(file: Path, search: tuple[Path, ...],
     return out
 
 
-def _load_commands(body: Any, file: Path, line: int) -> tuple[Command, ...]:
+def _condition(body: Any, file: Path, line: int) -> Condition:
+    """`when: {output: iso}` or `when: {output: [qcow2, raw]}`: words a variable must have."""
+    if not isinstance(body, PosDict) or not body:
+        raise RecipeError("'when' takes a mapping of variable -> word or list of words, "
+                          "e.g. {output: iso}", file, line)
+    words = []
+    for name, value in body.items():
+        key_line = body.key_lines[name]
+        if not _NAME.match(name):
+            raise RecipeError(f"when: invalid variable name '{name}'", file, key_line)
+        items = list(value) if isinstance(value, PosList) else [value]
+        if not items or not all(isinstance(v, str) and v.strip() and " " not in v
+                                for v in items):
+            raise RecipeError(f"when: '{name}' takes a word or a list of words", file, key_line)
+        words.append((str(name), tuple(str(v) for v in items)))
+    return Condition(words=tuple(words), path=file, line=line)
+
+
+def _load_commands(body: Any, file: Path, line: int,
+                   aliases: dict[str, Alias]) -> tuple[Command, ...]:
     if body is None:
         return ()
     if not isinstance(body, PosList):
@@ -298,11 +445,14 @@ def _load_commands(body: Any, file: Path, line: int) -> tuple[Command, ...]:
                               item_line)
         key, arg = next(iter(item.items()))
         item_line = item.key_lines[key]
+        if key in aliases:
+            commands.extend(_expand_alias(aliases[key], arg, file, item_line))
+            continue
         try:
             kind = CommandKind(key)
         except ValueError:
-            known = ", ".join(k.value for k in CommandKind)
-            raise RecipeError(f"unknown command '{key}' (known: {known}, include)", file,
+            known = ", ".join([*(k.value for k in CommandKind), *aliases])
+            raise RecipeError(f"unknown command '{key}' (known: {known})", file,
                               item_line) from None
         commands.append(Command(kind=kind, args=_command_args(kind, arg, file, item_line),
                                 path=file, line=item_line))

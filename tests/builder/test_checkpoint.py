@@ -128,3 +128,24 @@ def test_prune_drops_only_this_recipes_unused_checkpoints(tmp_path: Path):
     with store.in_use():   # a build is running: nothing is removed under its feet
         assert store.prune("a", keep=set()) == 0
     assert store.get("a2")
+
+
+def test_aliases_and_conditions_change_keys_exactly_when_the_commands_do(tree):
+    path = _tree(tree)
+    inline = _keys(path)
+    # The same commands said through an alias: same keys.
+    tree.write("aliases.yaml", "say:\n  - exec_current: echo @1\n")
+    tree.write("a.yaml", "- a:\n    - say: $$greeting\n")
+    path.write_text("aliases: aliases\n" + path.read_text())
+    assert _keys(path) == inline
+    # Editing the alias changes its users' keys (and the later ones), a condition that holds
+    # changes nothing, and one that fails drops the commands: the key changes.
+    tree.write("aliases.yaml", "say:\n  - exec_current: printf '%s\\n' @1\n")
+    edited = _keys(path)
+    assert edited[0] != inline[0] and edited[1] != inline[1]
+    tree.write("aliases.yaml", "say:\n  - exec_current: echo @1\n")
+    tree.write("c.yaml", "- when: {arch: amd64}\n- c:\n    - exec_current: echo c\n")
+    assert _keys(path) == inline
+    tree.write("c.yaml", "- when: {arch: arm64}\n- c:\n    - exec_current: echo c\n")
+    skipped = _keys(path)
+    assert skipped[:2] == inline[:2] and skipped[2] != inline[2]

@@ -69,3 +69,19 @@ def test_unreadable_input_is_one_line_exit_2(tree, capsys, where, data, message)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"build-iso: error: {path}:")
     assert message in err[0]
+
+
+@pytest.mark.parametrize("step,aliases,where", [
+    ("- a:\n    - exec_current: 'true'\n    - twice: only-one\n",
+     "twice:\n  - exec_current: echo @1 @2\n", "s.yaml:3:"),
+    ("- a:\n    - exec_current: 'true'\n", "twice: echo\n", "aliases.yaml:1:"),
+    ("- a:\n    - exec_current: 'true'\n- when: {output: iso}\n", "", "s.yaml:3:"),
+])
+def test_malformed_alias_or_condition_exit_2_one_line(tree, capsys, step, aliases, where):
+    tree.write("s.yaml", step)
+    tree.write("aliases.yaml", aliases or "noop:\n  - exec_current: 'true'\n")
+    path = tree.recipe("- s\n")
+    path.write_text("aliases: aliases\n" + path.read_text())
+    assert main([str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("build-iso: error: ") and where in err[0]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from builder.compile import Runtime, chroot_fstab, compile_macrostep, script_text
+from builder.errors import RecipeError
 from builder.recipe import load_recipe
 from builder.variables import Variables
 
@@ -73,3 +74,29 @@ def test_the_chroot_mounts_are_one_table_parents_first_with_blanks_escaped():
         "/var/tmp/my\\040build/rootfs/" + d for d in ("proc", "sys", "dev", "dev/pts", "dev/shm")]
     assert table[2].split()[::2] == ["/dev", "none", "0"] and "bind" in table[2]
     assert table[4].split()[2:4] == ["tmpfs", "mode=1777"]
+
+
+def test_when_skips_the_microsteps_whose_condition_fails(tree):
+    tree.write("s.yaml", """
+        - when: {output: [iso, qcow2]}
+        - a:
+            - exec_current: echo made
+        """)
+    for output, runs in (("tgz", False), ("[tgz, qcow2]", True), ("iso", True)):
+        recipe = load_recipe(tree.recipe("- s\n").parent / "r.yaml",
+                             {"output": output.strip("[]").replace(" ", "")})
+        variables = Variables(recipe.variables, recipe.variable_lines, recipe.path, {})
+        code = compile_macrostep(recipe.macrosteps[0], variables)
+        assert ("echo made" in code.body) is runs
+        assert ("skipped: not (output has iso or qcow2)" in code.body) is not runs
+        assert "output" in code.used_variables
+
+
+def test_when_on_an_undefined_variable_names_the_file_and_line(tree):
+    tree.write("s.yaml", "- when: {nothing: x}\n- a:\n    - exec_current: 'true'\n")
+    recipe = load_recipe(tree.recipe("- s\n"))
+    variables = Variables(recipe.variables, recipe.variable_lines, recipe.path, {})
+    with pytest.raises(RecipeError) as exc:
+        compile_macrostep(recipe.macrosteps[0], variables)
+    assert "undefined variable '$$nothing'" in exc.value.message
+    assert exc.value.path.name == "s.yaml" and exc.value.line == 1

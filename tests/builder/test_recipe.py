@@ -160,3 +160,129 @@ def test_too_many_microsteps_for_the_status_encoding(tree):
     tree.write("big.yaml", body)
     err = _error(tree.recipe("- big\n"))
     assert f"at most {MAX_MICROSTEPS}" in err.message
+
+
+# --- aliases: commands with parameters, said once -----------------------------------------
+
+ALIASES = """
+    greet:
+      - exec_current: echo "hello @1"
+    copy:
+      - exec_appliance: cp "@1" "@2"
+      - write_file: [/etc/copied, "@2 from @1, 100@@1 literal"]
+    stamp:
+      - exec_current: date
+    """
+
+
+def test_alias_expands_in_place_with_its_parameters(tree):
+    tree.write("steps/common/aliases.yaml", ALIASES)
+    tree.write("s.yaml", """
+        - a:
+            - exec_current: 'true'
+            - greet: world
+            - copy: [/src, $$dst]
+            - stamp:
+        """)
+    path = tree.recipe("- s\n")
+    path.write_text("aliases: aliases\n" + path.read_text())
+    (micro,) = load_recipe(path).macrosteps[0].microsteps
+    assert [(c.kind, c.args) for c in micro.commands] == [
+        (CommandKind.EXEC_CURRENT, ("true",)),
+        (CommandKind.EXEC_CURRENT, ('echo "hello world"',)),
+        (CommandKind.EXEC_APPLIANCE, ('cp "/src" "$$dst"',)),
+        (CommandKind.WRITE_FILE, ("/etc/copied", "$$dst from /src, 100@1 literal")),
+        (CommandKind.EXEC_CURRENT, ("date",)),
+    ]
+    # Failures point at the line that used the alias.
+    assert [c.line for c in micro.commands] == [2, 3, 4, 4, 5]
+    assert all(c.path.name == "s.yaml" for c in micro.commands)
+
+
+def _alias_recipe(tree, use: str, aliases: str = ALIASES) -> Path:
+    tree.write("steps/common/aliases.yaml", aliases)
+    tree.write("s.yaml", f"- a:\n    - exec_current: 'true'\n    - {use}\n")
+    path = tree.recipe("- s\n")
+    path.write_text("aliases: aliases\n" + path.read_text())
+    return path
+
+
+@pytest.mark.parametrize("use,expected", [
+    ("greet: [a, b]", "alias 'greet' (aliases.yaml:1) takes one text, got 2 item(s)"),
+    ("greet:", "takes one text, got 0 item(s)"),
+    ("copy: /only-one", "takes a list of 2 texts, got 1 item(s)"),
+    ("copy: [a, {b: c}]", "takes a list of 2 texts"),
+    ("stamp: now", "takes nothing, got 1 item(s)"),
+    ("unknown_alias: x", "unknown command 'unknown_alias' (known: check_cmd"),
+])
+def test_malformed_alias_use_names_the_using_line(tree, use, expected):
+    err = _error(_alias_recipe(tree, use))
+    assert expected in err.message
+    assert err.path.name == "s.yaml" and err.line == 3
+    assert str(err).count("\n") == 0
+
+
+@pytest.mark.parametrize("aliases,line,expected", [
+    ("good:\n  - exec_current: 'true'\nexec_chroot:\n  - exec_current: 'true'\n", 3,
+     "alias 'exec_chroot' would hide the built-in"),
+    ("empty: []\n", 1, "alias 'empty' must be a non-empty list of commands"),
+    ("bad:\n  - exec_current: 'true'\n  - exec_nowhere: x\n", 3, "unknown command 'exec_nowhere'"),
+    ("- not-a-mapping\n", 1, "an alias file is a mapping"),
+])
+def test_malformed_alias_file_names_its_line(tree, aliases, line, expected):
+    err = _error(_alias_recipe(tree, "exec_current: 'true'", aliases))
+    assert expected in err.message
+    assert err.path.name == "aliases.yaml" and err.line == line
+
+
+def test_alias_file_not_found_and_defined_twice(tree):
+    tree.write("s.yaml", "- a:\n    - exec_current: 'true'\n")
+    path = tree.recipe("- s\n")
+    path.write_text("aliases: [nowhere]\n" + path.read_text())
+    err = _error(path)
+    assert "alias file 'nowhere' not found" in err.message and err.line == 1
+    tree.write("one.yaml", "x:\n  - exec_current: 'true'\n")
+    tree.write("two.yaml", "y:\n  - exec_current: 'true'\nx:\n  - exec_current: 'true'\n")
+    path.write_text(path.read_text().replace("[nowhere]", "[one, two]"))
+    err = _error(path)
+    assert "alias 'x' is already defined at" in err.message
+    assert err.path.name == "two.yaml" and err.line == 3
+
+
+def test_alias_arguments_that_break_a_command_shape(tree):
+    err = _error(_alias_recipe(tree, "need: 'rm -rf /'",
+                               "need:\n  - check_cmd: '@1'\n"))
+    assert "alias 'need'" in err.message and "check_cmd takes a command name" in err.message
+    assert err.path.name == "s.yaml" and err.line == 3
+
+
+# --- when: a macrostep file's condition on a variable's words ------------------------------
+
+
+def test_when_applies_to_every_microstep_of_its_file_and_its_includes(tree):
+    tree.write("inner.yaml", "- when: {arch: amd64}\n- i:\n    - exec_current: 'true'\n")
+    tree.write("s.yaml", """
+        - when: {output: [qcow2, raw]}
+        - a:
+            - exec_current: 'true'
+        - include: inner
+        """)
+    micro_a, micro_i = load_recipe(tree.recipe("- s\n")).macrosteps[0].microsteps
+    assert [str(c) for c in micro_a.when] == ["output has qcow2 or raw"]
+    assert [str(c) for c in micro_i.when] == ["output has qcow2 or raw", "arch has amd64"]
+
+
+@pytest.mark.parametrize("body,line,expected", [
+    ("- when: iso\n", 1, "'when' takes a mapping of variable -> word"),
+    ("- when: {}\n", 1, "'when' takes a mapping"),
+    ("- when: {output: [iso, {a: b}]}\n", 1, "when: 'output' takes a word or a list of words"),
+    ("- when: {output: 'two words'}\n", 1, "takes a word or a list of words"),
+    ("- when: {output: []}\n", 1, "takes a word or a list of words"),
+    ("- a:\n    - exec_current: 'true'\n- when: {output: iso}\n", 3,
+     "'when' must be the first entry"),
+    ("- when: {output: iso}\n- when: {output: tgz}\n", 2, "'when' must be the first entry"),
+])
+def test_malformed_when(tree, body, line, expected):
+    tree.write("s.yaml", body + "- z:\n    - exec_current: 'true'\n")
+    err = _error(tree.recipe("- s\n"))
+    assert expected in err.message and err.path.name == "s.yaml" and err.line == line

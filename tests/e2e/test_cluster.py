@@ -129,7 +129,7 @@ def test_a_job_on_two_nodes_runs_on_both(cluster):
     assert sorted(out.split()) == sorted(m.oar_hostname for m in cluster.state.nodes), out
 
 
-def test_a_one_core_job_is_confined_to_one_core(cluster):
+def test_a_one_core_job_is_confined_to_one_core(cluster, image):
     big = next(m for m in cluster.state.nodes if m.cpus == 2)
     command = "nproc --all; grep Cpus_allowed_list /proc/self/status; cat /proc/self/cgroup"
     line = f"cd && oarsub -p \"host='{big.oar_hostname}'\" -l core=1 '{command}'"
@@ -140,7 +140,7 @@ def test_a_one_core_job_is_confined_to_one_core(cluster):
     allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", out).group(1)
     assert out.split()[0] == "2", out  # the VM has two CPUs ...
     assert re.fullmatch(r"[01]", allowed), out  # ... and the job may use only one of them
-    assert f"/oar/{cluster.state.user}_{job}" in out
+    assert image.job_cgroup(cluster.state.user, job).search(out), out
 
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"

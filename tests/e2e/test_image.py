@@ -69,11 +69,11 @@ def _job_in_one_core(vm: VM) -> tuple[str, str, int]:
     return stdout, cpus, job
 
 
-def _assert_confined(stdout: str, cpus: str, job: int) -> None:
+def _assert_confined(image, stdout: str, cpus: str, job: int) -> None:
     allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", stdout).group(1)
     assert int(cpus) >= 2, "the VM needs 2 CPUs to show a confinement"
     assert re.fullmatch(r"\d+", allowed), f"a core=1 job may use {allowed}"
-    assert f"/oar/{USER}_{job}" in stdout
+    assert image.job_cgroup(USER, job).search(stdout), stdout
 
 
 def _credentials(artifacts) -> Credentials:
@@ -94,14 +94,29 @@ def _published_password_refused(vm: VM, timeout: float) -> None:
     vm.wait_for(r"Login incorrect", 60)
 
 
-def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, tmp_path):
+def _cgroup_as_the_recipe_says(image, vm: VM, cmdline: str) -> None:
+    """The cgroup option of the recipe, and on cgroup v2 no wait for a refused v1 request."""
+    if image.cgroup_cmdline:
+        assert image.cgroup_cmdline in cmdline.split()
+        return
+    assert "cgroup" not in cmdline, cmdline
+    _, fs = vm.run("stat -f -c %T /sys/fs/cgroup", 30)
+    assert fs == "cgroup2fs"
+    # (systemd 257 says "... proceed with cgroup v2 after 30 s" when asked for v1)
+    _, counts = vm.run("sudo journalctl -b -o cat > /tmp/boot.log; wc -l < /tmp/boot.log; "
+                       "grep -ci 'proceed with cgroup' /tmp/boot.log || true", 60)
+    lines, waits = (int(n) for n in counts.split())
+    assert lines > 100 and waits == 0, counts
+
+
+def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, image, tmp_path):
     credentials = _credentials(artifacts)
     spec = VMSpec("iso", tmp_path, iso=artifacts / "oar-live.iso", netdevs=NET)
     with VM(spec) as vm:
         vm.wait_for(r"OAR Live", 120)  # isolinux's menu, on the serial port too
         time.sleep(1)
         vm.send("2\r")  # hotkey of "Laptop ... serial console" (oar.role=solo), Enter
-        vm.wait_for(r"systemd\.unified_cgroup_hierarchy=0", 180)
+        vm.wait_for(r"Kernel command line: .*oar\.role=solo", 180)
         _published_password_refused(vm, timeout=420)
         vm.login(USER, credentials.password, timeout=60)
         _, ssh = vm.run("sudo -n sshd -T | grep -i -E '^(passwordauthentication|permitrootlogin)'",
@@ -112,12 +127,13 @@ def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, 
         assert [line.split()[1] for line in status.splitlines()] == ["L", "P"]
         _, cmdline = vm.run("cat /proc/cmdline", 30)
         assert "oar.role=solo" in cmdline and "boot=live" in cmdline
+        _cgroup_as_the_recipe_says(image, vm, cmdline)
         _console_set_up_from_the_image(vm)
         _oar_ready(vm)
-        _assert_confined(*_job_in_one_core(vm))
+        _assert_confined(image, *_job_in_one_core(vm))
 
 
-def test_iso_boots_under_uefi_from_its_grub_menu(artifacts, tmp_path):
+def test_iso_boots_under_uefi_from_its_grub_menu(artifacts, image, tmp_path):
     spec = VMSpec("uefi", tmp_path, iso=artifacts / "oar-live.iso", firmware=Firmware.UEFI)
     with VM(spec) as vm:
         vm.wait_for(r"OAR Live: ask what this machine is", 180)  # grub's menu on the serial port
@@ -127,11 +143,12 @@ def test_iso_boots_under_uefi_from_its_grub_menu(artifacts, tmp_path):
         match = vm.wait_for(r"Kernel command line: (.*)$", 180)
         words = match.group(1).split()
         assert "boot=live" in words and "oar.role=ask" in words
-        assert "systemd.unified_cgroup_hierarchy=0" in words
+        assert image.cgroup_cmdline in words if image.cgroup_cmdline else \
+            not any("cgroup" in w for w in words)
         vm.wait_for(r"Welcome to .*Debian", 300)  # live-boot found and mounted the squashfs
 
 
-def test_qcow2_disk_boots_the_same_system(artifacts, tmp_path):
+def test_qcow2_disk_boots_the_same_system(artifacts, image, tmp_path):
     spec = VMSpec("disk", tmp_path, disk=artifacts / "oar-live.qcow2", netdevs=NET)
     with VM(spec) as vm:
         vm.wait_for(r"OAR Live", 120)  # grub's menu on the serial port
@@ -141,7 +158,7 @@ def test_qcow2_disk_boots_the_same_system(artifacts, tmp_path):
         _, mounts = vm.run("findmnt -n -o SOURCE,FSTYPE /", 30)
         assert mounts.split()[1] == "ext4"
         _oar_ready(vm)
-        _assert_confined(*_job_in_one_core(vm))
+        _assert_confined(image, *_job_in_one_core(vm))
 
 
 def test_tgz_has_static_devices_and_a_kadeploy_environment(artifacts):

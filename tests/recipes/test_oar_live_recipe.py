@@ -1,4 +1,5 @@
-"""The default OAR Live recipe: its procedure, what its checkpoints depend on, its input checks."""
+"""The OAR Live recipes: their procedure, what their checkpoints depend on, their input checks,
+and what differs between the two Debian releases."""
 
 import io
 import shutil
@@ -15,6 +16,8 @@ from builder.variables import Variables
 
 PROJECT = Path(__file__).resolve().parents[2]
 RECIPE = PROJECT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
+TRIXIE = PROJECT / "recipes" / "debian-trixie-x86_64-oar-2.6-iso.yaml"
+ALL_OUTPUTS = {"output": "iso,tgz,qcow2,raw,vmdk,pxe", "pxe_url": "http://10.0.0.1/oar"}
 SYSTEM_STEPS = ["bootstrap", "system_configuration", "kernel_install", "oar_install", "oar_init",
                 "cpusets", "agent_install", "clean"]  # fmt: skip
 # Never checkpointed: this build's own secrets, then the artifacts.
@@ -87,10 +90,10 @@ def test_editing_the_boot_menu_rebuilds_only_from_the_agent_installation(tmp_pat
 
 
 def check_script(
-    tmp_path: Path, step: str, micro: str, **overrides: str
+    tmp_path: Path, step: str, micro: str, recipe_path: Path = RECIPE, **overrides: str
 ) -> subprocess.CompletedProcess:
     """Run one microstep's exec_current script as the engine would substitute it."""
-    recipe = load_recipe(RECIPE, overrides)
+    recipe = load_recipe(recipe_path, overrides)
     variables = Variables(recipe.variables, recipe.variable_lines, recipe.path,
                           {"workdir": str(tmp_path / "root"), "build_dir": str(tmp_path),
                            "recipe_dir": str(recipe.dir), "recipe_name": recipe.name,
@@ -110,6 +113,8 @@ def check_script(
         ("export_prepare", "check_outputs", {"output": "pxe"}, "--set pxe_url=http://"),
         ("bootstrap", "check_inputs", {"arch": "arm64"}, "arch 'arm64' is not supported"),
         ("bootstrap", "check_inputs", {"suite": "trixie"}, "suite 'trixie' is not supported"),
+        ("kernel_install", "check_kernel_package", {"kernel": "vmlinuz"},
+         "kernel 'vmlinuz' is not a Debian kernel package"),
     ],
 )
 def test_unknown_inputs_stop_the_build_with_the_accepted_values(tmp_path, step, micro, overrides,
@@ -125,6 +130,66 @@ def test_known_inputs_pass_the_checks(tmp_path):
                       pxe_url="http://10.0.0.1/oar")  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert check_script(tmp_path, "bootstrap", "check_inputs").returncode == 0
+    assert check_script(tmp_path, "kernel_install", "check_kernel_package",
+                        kernel="linux-image-rt-amd64").returncode == 0
+    assert check_script(tmp_path, "export_prepare", "check_outputs", output="vmdk").returncode == 0
+
+
+# --- two Debian releases, one set of steps -------------------------------------------------
+
+
+def _dry_run(path: Path, tmp_path: Path, **overrides: str) -> str:
+    recipe = load_recipe(path, overrides)
+    engine = Engine(recipe, BuildOptions(workdir=tmp_path / "w", cwd=tmp_path),
+                    Progress(stream=io.StringIO()))  # fmt: skip
+    return "\n".join(code.body for code in engine.compile_all())
+
+
+def test_both_releases_run_the_same_procedure_and_differ_in_three_files():
+    bookworm, trixie = load_recipe(RECIPE), load_recipe(TRIXIE)
+    assert [m.name for m in trixie.macrosteps] == [m.name for m in bookworm.macrosteps]
+    steps = PROJECT / "recipes" / "steps"
+    own = {d: sorted(p.name for p in (steps / d).iterdir())
+           for d in ("debian-bookworm", "debian-trixie")}  # fmt: skip
+    assert own["debian-bookworm"] == own["debian-trixie"] == [
+        "check_inputs.yaml", "cpusets.yaml", "oar_services.yaml"]
+    for recipe in (bookworm, trixie):
+        assert {m.path.parent.name for m in recipe.macrosteps} == {"common"} | (
+            {"debian-bookworm"} if recipe is bookworm else {"debian-trixie"})
+
+
+def test_trixie_boots_on_cgroup_v2_with_oar_2_6s_systemd_job_manager(tmp_path):
+    trixie = _dry_run(TRIXIE, tmp_path, **ALL_OUTPUTS)
+    assert "unified_cgroup_hierarchy" not in trixie and "legacy_systemd" not in trixie
+    assert "manager=/etc/oar/job_resource_manager.pl" in trixie
+    assert "job_resource_manager_cgroups.pl" not in trixie
+    assert "/etc/oar/dont_reboot" in trixie
+    assert "pam-auth-update --package --remove oar-node" in trixie
+    assert "systemctl mask oar.target oar-node-script.service" in trixie
+    assert "postgresql oar-server oar-server-pgsql" in trixie
+    bookworm = _dry_run(RECIPE, tmp_path, **ALL_OUTPUTS)
+    assert bookworm.count("systemd.unified_cgroup_hierarchy=0") >= 6   # every boot entry
+
+
+@pytest.mark.spawns
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"suite": "bookworm"}, "suite 'bookworm' is not supported: OAR 2.6 is built and tested on "
+                            "trixie only"),
+    ({"suite": "sid"}, "suite 'sid' is not supported"),
+    ({"arch": "arm64"}, "arch 'arm64' is not supported"),
+])
+def test_trixie_refuses_the_suites_it_does_not_support(tmp_path, overrides, message):
+    result = check_script(tmp_path, "bootstrap", "check_inputs", TRIXIE, **overrides)
+    assert result.returncode == 1 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert check_script(tmp_path, "bootstrap", "check_inputs", TRIXIE).returncode == 0
+
+
+def test_the_releases_share_the_apt_cache_the_checkpoint_store_and_the_host_mirror():
+    bookworm, trixie = load_recipe(RECIPE), load_recipe(TRIXIE)
+    assert bookworm.variables["apt_cache"] == trixie.variables["apt_cache"]
+    assert bookworm.variables["workdir_base"] == trixie.variables["workdir_base"]
+    assert bookworm.variables["mirror"] == trixie.variables["mirror"] == ""
 
 
 def test_editing_the_boot_menu_changes_the_keys_from_the_agent_installation_on(tmp_path):
