@@ -192,6 +192,20 @@ def test_the_releases_share_the_apt_cache_the_checkpoint_store_and_the_host_mirr
     assert bookworm.variables["mirror"] == trixie.variables["mirror"] == ""
 
 
+def test_the_releases_differ_only_in_their_distribution_knobs():
+    """Every other knob (accounts, secrets, paths, packages) is the same, so a change made to
+    one release's recipe and forgotten in the other fails here."""
+    bookworm, trixie = load_recipe(RECIPE), load_recipe(TRIXIE)
+    differ = {k for k in bookworm.variables.keys() | trixie.variables.keys()
+              if bookworm.variables.get(k) != trixie.variables.get(k)}
+    assert differ <= {"distrib", "suite", "oar_version", "cgroup_cmdline", "recipe_name"}, differ
+
+
+@pytest.mark.parametrize("path", [RECIPE, TRIXIE], ids=lambda p: p.name)
+def test_no_recipe_carries_a_password_every_image_would_share(path):
+    assert load_recipe(path).variables["job_user_password"] == ""
+
+
 def test_editing_the_boot_menu_changes_the_keys_from_the_agent_installation_on(tmp_path):
     project = tmp_path / "project"
     for part in ("recipes", "isolinux", "autoconf", "boot"):
