@@ -131,7 +131,9 @@ _SERVER = r"(?:OAR Live: |  )server: "
 AGENT_STARTED = re.compile(r"OAR Live: ")  # any agent line, or systemd starting the agent's unit
 REGISTERED = re.compile(_NODE + r"registered (?:again )?as (\S+)")
 ALIVE = re.compile(_NODE + r"(\S+) is Alive in OAR")
-SERVER_STEP = re.compile(_SERVER + r"(\S.*?) +(changed|unchanged|FAILED)(?: \((.*)\))?$", re.M)
+# Serial consoles end their lines with CR LF: `\r?$`, so a raw serial log reads as a clean one.
+SERVER_STEP = re.compile(_SERVER + r"(\S.*?) +(changed|unchanged|FAILED)(?: \((.*)\))?\r?$",
+                         re.M)
 SERVING = re.compile(_SERVER + re.escape(REGISTRATION_SERVICE) + r" +(?:changed|unchanged)")
 ERROR = re.compile(r"OAR Live: error: (.*)")
 READY = re.compile(r"^ *ready in (\d+) s", re.M)

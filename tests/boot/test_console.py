@@ -105,15 +105,18 @@ def test_registrations_and_alive_nodes_read_back():
     assert console.alive_hosts(log) == ["node-5254004f4c02"]
 
 
-def test_server_steps_read_back():
-    log = "\n".join([
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["text", "serial console"])
+def test_server_steps_read_back(newline):
+    log = newline.join([
         console.server_step("postgresql", True, "listening on 10.77.0.2"),
         console.server_step(console.REGISTRATION_SERVICE, False, "10.77.0.2:6680"),
         console.server_step("netboot service (PXE)", None, "cannot probe (ens4)"),
-    ])
+        console.server_step("oar-server", False),
+    ]) + newline
     assert console.server_steps(log) == {"postgresql": "changed",
                                          console.REGISTRATION_SERVICE: "unchanged",
-                                         "netboot service (PXE)": "FAILED"}
+                                         "netboot service (PXE)": "FAILED",
+                                         "oar-server": "unchanged"}
     assert console.SERVING.search(log)
     assert not console.SERVING.search(console.server_step("postgresql", True))
 
