@@ -303,15 +303,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # one line per registration is logged by Registry; errors below
 
-    def _reply(self, status: HTTPStatus, payload: Any, content_type: str = "application/json"):
+    def _reply(self, status: HTTPStatus, payload: Any, content_type: str = "application/json",
+               headers: tuple[tuple[str, str], ...] = ()):
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # a HEAD answer has the headers only
+            self.wfile.write(data)
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._reply(status, {"error": message})
@@ -452,15 +456,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         self.close_connection = True
-        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
-        data = json.dumps({"error": f"method {self.command[:20]} not allowed"}).encode()
-        self.send_header("Allow", "GET, POST")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self._reply(HTTPStatus.METHOD_NOT_ALLOWED,
+                    {"error": f"method {self.command[:20]} not allowed"},
+                    headers=(("Allow", "GET, POST"),))
 
     def __getattr__(self, name: str) -> Any:
         """Every method but GET and POST (http.server looks up do_<METHOD>): 405, not 501."""
