@@ -52,6 +52,12 @@ class Registration:
     hosts: str
     changed: bool
     resources: int
+    state: str = "Alive"  # what the server made of the node after checking it
+    problem: str | None = None  # why it is not Alive, when it is not
+
+    @property
+    def alive(self) -> bool:
+        return self.state == "Alive"
 
     @classmethod
     def from_json(cls, data: Any) -> Registration:
@@ -66,6 +72,9 @@ class Registration:
         resources = data.get("resources", [])
         if not isinstance(resources, list):
             raise ValueError("'resources' is not a list")
+        state, problem = data.get("state", "Alive"), data.get("problem")
+        if not isinstance(state, str) or not (problem is None or isinstance(problem, str)):
+            raise ValueError("'state' or 'problem' is not a string")
         return cls(
             data["hostname"],
             data["server_hostname"],
@@ -73,6 +82,8 @@ class Registration:
             data["hosts"],
             bool(data.get("changed", False)),
             len(resources),
+            state[:40],
+            problem[:300] if problem else None,
         )
 
 

@@ -6,9 +6,16 @@ take the hostname the server gives, install the server's oar.conf and /etc/hosts
 the server shows the node Alive, and start the watcher unit (oar-live-node.service). With no
 server yet, the watcher does the registering later (autoconf.outcome.Pending).
 
+The server makes the node Alive only once it answers on oar-node's port (autoconf.reach): a
+node whose first registration came before oar-node was up registers again once it is.
+
 `watch_main()` is that watcher (`oar-autoconf node-watch`): it polls the server; when the server
-has forgotten the node (it rebooted: its database lives in RAM) it registers again; it keeps
-/etc/hosts in step with the cluster; on SIGTERM (shutdown) it marks the node Absent in OAR.
+has forgotten the node (it rebooted: its database lives in RAM) it registers again; when OAR
+shows the node Suspected (OAR's checker could not reach it) or Absent (its check at
+registration failed, or the watcher restarted after marking it Absent) it registers again so
+that the server checks it again and revives it, backing off while the check keeps failing;
+it keeps /etc/hosts in step with the cluster; on SIGTERM (shutdown) it marks the node Absent
+in OAR (and, stopped, no longer revives it).
 
 Every file is written through a root prefix and every command goes through boot.proc.
 """
@@ -50,6 +57,7 @@ ALIVE_POLL = 2.0
 WATCH_INTERVAL = 15.0
 ABSENT_TIMEOUT = 20.0  # oarnodesetting at shutdown; with a poll in flight (WATCH_TIMEOUT) it fits
 # in the unit's TimeoutStopSec (45 s)
+RECHECK_MAX = 120.0  # the longest wait between two checks of a node that keeps failing them
 # The watcher's polls: the server answers from its database, but a busy emulated server can
 # take several seconds; giving up sooner would leave a node unregistered after a server reboot.
 WATCH_TIMEOUT = 20.0
@@ -201,15 +209,34 @@ def apply_registration(registration: Registration, root: Path) -> list[str]:
     return changed
 
 
+def needs_check(answer: Mapping[str, Any], absent: bool = True) -> bool:
+    """Does the server's view of a node show resources Suspected (or, with `absent`, Absent)?"""
+    states = answer.get("states")
+    values = {answer.get("state"), *(states.values() if isinstance(states, dict) else ())}
+    return "Suspected" in values or (absent and "Absent" in values)
+
+
 def wait_alive(client: RegistryClient, hostname: str, deadline: float,
+               again: Callable[[], Registration] | None = None,
                sleep: Callable[[float], None] = time.sleep) -> str:
-    """Poll the server until it shows `hostname` Alive; the last state seen."""
+    """Poll the server until it shows `hostname` Alive; the last state seen.
+
+    While it shows the node Absent or Suspected, `again` (a registration) has the server
+    check it again, at most every few polls.
+    """
     give_up = time.monotonic() + deadline
     state = "unknown"
+    next_check = 0.0
     while True:
         try:
             answer = client.node(hostname)
             state = str(answer.get("state", "unknown")) if answer is not None else "not registered"
+            if (answer is not None and again is not None and needs_check(answer)
+                    and time.monotonic() >= next_check):
+                next_check = time.monotonic() + 3 * ALIVE_POLL
+                registration = again()
+                if not registration.alive:
+                    state = f"{registration.state} ({registration.problem})"
         except (RegistryError, Unreachable) as exc:
             state = f"unknown ({exc})"
         if state == "Alive" or time.monotonic() >= give_up:
@@ -289,8 +316,12 @@ def handle(
     say(console.info("configured: " + (", ".join(changed) if changed else "nothing to change")))
     with timing.step("oar-node"):
         proc.run(["systemctl", "start", "oar-node"])  # returns once the start above is done
+    if not registration.alive:
+        say(console.info(f"the server did not make {registration.hostname} Alive yet "
+                         f"({registration.problem}): asking it to check again"))
     with timing.step("Alive"):
-        state = wait_alive(client, registration.hostname, alive_deadline)
+        state = wait_alive(client, registration.hostname, alive_deadline,
+                           again=lambda: client.register(detection, address))
     if state == "Alive":
         say(console.alive(registration.hostname))
     else:
@@ -321,6 +352,9 @@ class Watcher:
             self.server = discover.Server(host, server_port, discover.Source.CONFIG, "node state")
         self.first = True
         self.last_problem = ""
+        self.check_delay = interval  # between two checks asked of the server, doubling on failure
+        self.next_check = 0.0
+        self.clock: Callable[[], float] = time.monotonic
 
     def _client(self) -> RegistryClient:
         assert self.server is not None
@@ -331,7 +365,7 @@ class Watcher:
             say(console.info(problem))
         self.last_problem = problem
 
-    def _register(self, client: RegistryClient) -> None:
+    def _register(self, client: RegistryClient) -> Registration:
         assert self.server is not None
         again = bool(self.hostname)
         registration = client.register(self.detection, node_address(self.config, self.detection,
@@ -342,6 +376,25 @@ class Watcher:
         if changed or ensure_oar_ssh_host_key(self.root):
             proc.run(["systemctl", "start", "oar-node"], check=False)
         say(console.registered(registration.hostname, again=again))
+        return registration
+
+    def _recheck(self, client: RegistryClient, known: Mapping[str, Any]) -> None:
+        """The node is Absent or Suspected while it runs: have the server check it again."""
+        if not self.first and self.clock() < self.next_check:
+            return
+        say(console.info(f"{self.hostname} is {known.get('state')} in OAR: asking the server "
+                         "to check it again"))
+        registration = self._register(client)
+        if registration.alive:
+            self.check_delay = self.interval
+            say(console.info(f"{registration.hostname}: the server found it usable and set it "
+                             "Alive again"))
+        else:
+            say(console.warning(f"{registration.hostname} stays {registration.state}: "
+                                f"{registration.problem}; next check in "
+                                f"{self.check_delay:.0f} s"))
+            self.next_check = self.clock() + self.check_delay
+            self.check_delay = min(2 * self.check_delay, RECHECK_MAX)
 
     def tick(self) -> None:
         if self.server is None:
@@ -362,9 +415,10 @@ class Watcher:
                              "(it restarted?): registering again" if self.hostname else
                              f"registering with the server {self.server.address}")
                 self._register(client)
-            elif self.first and known.get("state") == "Absent":
-                self._report(f"{self.hostname} is Absent (watcher restarted): registering again")
-                self._register(client)
+            elif needs_check(known, absent=self.first or bool(known.get("problem"))):
+                # Absent: its own shutdown (the watcher restarted) or its check at registration
+                # failed; an administrator's Absent later on is respected.
+                self._recheck(client, known)
             if update_hosts(client.hosts(), self.root):
                 say(console.info("updated /etc/hosts from the server"))
             self.first = False

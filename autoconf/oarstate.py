@@ -1,32 +1,46 @@
 """What OAR knows about resources, and the OAR commands that change it.
 
-Reads go straight to the `resources` table as the read-only user `oar_ro` (one `psql` call
-returns every resource; far cheaper than one `oarnodes` Perl process per question). Writes go
-through OAR's own admin commands (`oarnodesetting`, `oarremoveresource`), always as argument
-lists. State changes are applied asynchronously by oar-server, hence `wait_for_state`.
+Reads go straight to the `resources` table as the read-only user `oar_ro` (one `psql` call,
+far cheaper than one `oarnodes` Perl process per question): every resource, or one host's with
+the other hosts' highest cpu/core/thread ids. Writes go through OAR's own code: a node's
+resources are added in one OAR::IO transaction (autoconf.oaradd), states and removals through
+OAR's admin commands (`oarnodesetting`, `oarremoveresource`), always as argument lists. State
+changes are applied asynchronously by oar-server, hence `wait_for_state`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoconf import oaradd
 from autoconf.oarconf import OAR_CONF, parse
+from autoconf.resources import Resource
 from boot import proc
 
 __all__ = ["Oar", "OarError", "OarResource", "Runner"]
 
 Runner = Callable[..., object]
 
-_QUERY = (
+_ROWS = (
     "SELECT coalesce(json_agg(r ORDER BY r.resource_id), '[]') FROM ("
     "SELECT resource_id, network_address, state, next_state, cpu, core, thread, cpuset, mem"
-    " FROM resources) r"
+    " FROM resources{where}) r"
 )
+_QUERY = _ROWS.format(where="")
+# One host's rows and the highest ids of the others: what a registration needs, in one read
+# whose answer does not grow with the cluster.
+_HOST_QUERY = (
+    "SELECT json_build_object('mine', (" + _ROWS.format(where=" WHERE network_address = '{host}'")
+    + "), 'top', (SELECT json_build_object('cpu', max(cpu), 'core', max(core), 'thread',"
+    " max(thread)) FROM resources WHERE network_address <> '{host}'))"
+)
+_HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # what may go into the queries above
 _COLUMNS_QUERY = (
     "SELECT coalesce(json_agg(column_name::text ORDER BY column_name), '[]')"
     " FROM information_schema.columns WHERE table_name = 'resources'"
@@ -129,7 +143,36 @@ class Oar:
         return {str(name) for name in names}
 
     def host_resources(self, host: str) -> list[OarResource]:
-        return [r for r in self.resources() if r.host == host]
+        """The resources of `host` (one host's rows read, not the whole table)."""
+        return self.host_view(host)[0]
+
+    def host_view(self, host: str) -> tuple[list[OarResource], dict[str, int]]:
+        """The resources of `host`, and the highest cpu, core and thread ids of the others."""
+        if not _HOST_NAME.match(host):
+            raise OarError(f"not a host name: {host[:80]!r}")
+        answer = self._query(_HOST_QUERY.format(host=host), f"OAR's resources of {host}")
+        try:
+            mine = [OarResource.from_row(row) for row in answer["mine"]]
+            top = {name: int(answer["top"][name] or 0) for name in ("cpu", "core", "thread")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+        return mine, top
+
+    def add_node(self, host: str, resources: list[Resource], state: str = "Absent") -> list[int]:
+        """Add all of `host`'s resources in `state`, in one transaction; their ids."""
+        try:
+            argv = oaradd.add_argv(host, resources, state)
+        except ValueError as exc:
+            raise OarError(str(exc)) from None
+        env = {"OARCONFFILE": str(self.conf)}
+        try:
+            result = self.run(argv, env=env, timeout=120)
+        except proc.CommandError as exc:
+            raise OarError(f"adding {host}'s resources: {exc}") from None
+        try:
+            return oaradd.parse_ids(result.stdout, len(resources))
+        except ValueError as exc:
+            raise OarError(f"adding {host}'s resources: {exc}") from None
 
     def add(self, argv: Sequence[str]) -> None:
         """Run one `oarnodesetting -a ...` argument list (see Resource.oarnodesetting_argv)."""

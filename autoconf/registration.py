@@ -22,6 +22,7 @@ from autoconf.config import ConfigError
 from autoconf.detect import HOSTNAME_RE, Detection
 
 __all__ = [
+    "CHECKS_FILE",
     "SERVER_STATE",
     "BadRequest",
     "RegistrySettings",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 SERVER_STATE = Path("run/oar-live/server.json")  # written by autoconf.server
+CHECKS_FILE = Path("run/oar-live/checks.json")  # each node's last check, by autoconf.registry
 
 _REQUEST_KEYS = {"token", "detection", "address"}
 
@@ -81,6 +83,7 @@ class RegistrySettings:
     oar_conf: Path = Path("/etc/oar/oar.conf")
     hosts_file: Path = Path("/etc/hosts")
     state_timeout: float = 60.0  # how long oar-server may take to apply a state change
+    checks_file: Path | None = None  # where the last check of each node is written
 
     @property
     def network(self) -> ipaddress.IPv4Network:

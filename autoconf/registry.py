@@ -16,11 +16,24 @@ HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
 
 Registration is idempotent and serialised: OAR numbers new resources from MAX(resource_id) and
 cpu/core ids continue from the maxima in the database, so one lock covers read-compare-write.
-A host already in OAR with the same topology is left as it is (made Alive again); a host whose
-topology changed has its old resources set Dead, removed, and the new ones added. The service
-remembers which machine (boot MAC, DMI UUID) holds each name from its first registration since
-the service started: a node that reboots is the same machine, and after a server reboot every
-node's first registration is taken as it comes.
+A host already in OAR with the same topology is left as it is; a host whose topology changed
+has its old resources set Dead, removed, and the new ones added. New resources enter OAR all
+together, Absent (not schedulable), in one transaction (autoconf.oaradd), so that no job ever
+sees part of a node.
+
+A node becomes Alive only once it passed the check OAR's node checker makes (autoconf.reach:
+ssh to oar-node's port 6667 as oar), made outside the lock. A registered node that is not
+Alive (new, Absent, or Suspected by OAR) is checked again at each registration: the node's
+watcher registers again when it sees itself Suspected or Absent, and the node comes back
+without anyone typing `oarnodesetting`, or stays as it is with the reason, which the reply,
+the log and `oar-autoconf status` (through CHECKS_FILE) show. The service remembers which
+machine (boot MAC, DMI UUID) holds each name from its first registration since the service
+started: a node that reboots is the same machine, and after a server reboot every node's first
+registration is taken as it comes.
+
+`GET /v1/nodes/<hostname>` (every watcher's poll) answers from one snapshot of the resources
+table shared by all polls and read at most every SNAPSHOT_SECONDS: polls cost no database read
+of their own, whatever the size of the cluster.
 `oar-autoconf serve` runs the service and the discovery beacon in the foreground.
 """
 
@@ -41,11 +54,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from autoconf import beacon, etchosts
+from autoconf import beacon, etchosts, reach
 from autoconf.config import REGISTRY_PORT, ConfigError, read_config
 from autoconf.detect import Detection
 from autoconf.oarstate import Oar, OarError, OarResource
 from autoconf.registration import (
+    CHECKS_FILE,
     SERVER_STATE,
     BadRequest,
     RegistrySettings,
@@ -57,6 +71,7 @@ from autoconf.registration import (
 )
 from autoconf.resources import Resource, plan_resources
 from boot import bounded, console
+from boot.files import write_if_changed
 
 __all__ = [
     "MAX_BODY",
@@ -81,6 +96,7 @@ TOKEN_HEADER = "X-OAR-Live-Token"
 HOLDER_PORT = 22  # every OAR Live machine runs sshd: a holder that answers there is still up
 HOLDER_TIMEOUT = 2.0  # seconds
 GONE_STATES = ("Absent", "Dead")  # a node shut down marks itself Absent: its address is free
+SNAPSHOT_SECONDS = 2.0  # how old the resources table the polls are answered from may be
 
 
 class Conflict(Exception):
@@ -129,6 +145,17 @@ def connection_address(peer: str, claimed: str, settings: RegistrySettings) -> s
 # ----------------------------------------------------------------------------- registration
 
 
+@dataclass(frozen=True)
+class Check:
+    """The last reachability check of a node: when, and why it failed (None: it passed)."""
+
+    at: float  # time.time()
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": round(self.at, 1), "ok": self.problem is None, "problem": self.problem}
+
+
 @dataclass
 class Registry:
     """Registers nodes into OAR; safe to call from many threads."""
@@ -138,45 +165,92 @@ class Registry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     answers: Callable[[str], bool] = answers_at  # is a machine at this address?
     holders: dict[str, Holder] = field(default_factory=dict)  # host -> who registered it
+    # host, address -> None when OAR can use the node, else why not (autoconf.reach)
+    check: Callable[[str, str], str | None] | None = None
+    checks: dict[str, Check] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    reads: int = 0  # full reads of the resources table (the snapshot's)
+    _snapshot: tuple[float, dict[str, list[OarResource]]] | None = None
+    _snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
+    _checks_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.check is None:
+            self.check = reach.Checker(self.settings.oar_conf).check
 
     def register(self, detection: Detection, host: str, address: str) -> dict[str, Any]:
         """Make OAR hold exactly `detection`'s resources under `host`; the reply for the node.
 
         Conflict, with nothing written, when the name or the address belongs to another machine.
+        The node is made Alive only when it passes the check; the reply says its state.
         """
         with self.lock:
-            current = self.oar.resources()
+            mine, top = self.oar.host_view(host)
             holder = Holder(detection.mac, detection.product_uuid)
             entries = self._entries()
-            self._check_claims(host, address, holder, entries, current)
+            self._check_claims(host, address, holder, entries)
             self.holders[host] = holder
-            mine = [r for r in current if r.host == host]
             kept = _unchanged(detection, host, mine)
             if kept is not None:
-                if any(_needs_alive(r) for r in mine):
-                    self.oar.set_state(host, "Alive")
                 resources, changed = kept, False
+                waiting = any(_needs_alive(r) for r in mine)
             else:
                 if mine:
                     self._retire(host, mine)
-                others = [r for r in current if r.host != host]
-                resources = _plan(detection, host, others)
-                for resource in resources:
-                    self.oar.add(resource.oarnodesetting_argv())
-                changed = True
+                resources = plan_resources(detection, host, cpu_base=top["cpu"],
+                                           core_base=top["core"], thread_base=top["thread"])
+                self.oar.add_node(host, resources, "Absent")
+                changed, waiting = True, True
             hosts = self._remember(host, address, entries)
+        state, problem = self._admit(host, address, mine, waiting)
+        if changed or waiting:
+            with self._snapshot_lock:
+                self._snapshot = None  # the polls see what this registration wrote
         _log(
             f"{host} ({address}): {len(resources)} resources, "
-            f"{'added' if changed else 'unchanged'}"
+            f"{'added' if changed else 'unchanged'}, {state}"
+            + (f" ({problem})" if problem else "")
         )
         return {
             "hostname": host,
             "resources": [asdict(r) for r in resources],
             "changed": changed,
+            "state": state,
+            "problem": problem,
             "oar_conf": self.settings.oar_conf.read_text(),
             "hosts": hosts,
             "server_hostname": self.settings.server.hostname,
         }
+
+    def _admit(self, host: str, address: str, before: list[OarResource],
+               waiting: bool) -> tuple[str, str | None]:
+        """Check a node that is not Alive and make it Alive when it passes; (state, problem).
+
+        The state is the one asked of oar-server ("Alive") or the one the node keeps.
+        """
+        if not waiting:
+            return "Alive", None
+        assert self.check is not None
+        problem = self.check(host, address)
+        self._record(host, problem)
+        if problem is None:
+            self.oar.set_state(host, "Alive")
+            was = "/".join(sorted({r.state for r in before})) or "new"
+            if before and was != "Alive":
+                _log(f"{host}: was {was}, answers on oar-node's port as oar: set Alive")
+            return "Alive", None
+        states = sorted({r.state for r in before}) or ["Absent"]
+        return "/".join(states), problem
+
+    def _record(self, host: str, problem: str | None) -> None:
+        """Remember the check and write every node's last check for `oar-autoconf status`."""
+        with self._checks_lock:
+            self.checks[host] = Check(time.time(), problem)
+            if self.settings.checks_file is None:
+                return
+            text = json.dumps({h: c.to_json() for h, c in sorted(self.checks.items())},
+                              indent=1) + "\n"
+            write_if_changed(self.settings.checks_file, text)
 
     def _retire(self, host: str, resources: list[OarResource]) -> None:
         """Set the host's resources Dead (oar-server applies it) and remove them."""
@@ -193,8 +267,8 @@ class Registry:
         except FileNotFoundError:
             return {}
 
-    def _check_claims(self, host: str, address: str, holder: Holder, entries: dict[str, str],
-                      current: list[OarResource]) -> None:
+    def _check_claims(self, host: str, address: str, holder: Holder,
+                      entries: dict[str, str]) -> None:
         """Conflict when `host` is another machine's that still answers, or `address` is the
         server's or another node's that is not Absent or Dead."""
         server = self.settings.server
@@ -211,7 +285,7 @@ class Registry:
         for other, other_address in entries.items():
             if other_address != address or other in (host, server.hostname):
                 continue
-            states = {r.state for r in current if r.host == other}
+            states = {r.state for r in self.oar.host_resources(other)}
             if states and not states <= set(GONE_STATES):
                 raise Conflict(f"address {address} is held by {other}, registered and "
                                f"{'/'.join(sorted(states))}")
@@ -232,29 +306,36 @@ class Registry:
         entries[self.settings.server.hostname] = self.settings.server.address
         return etchosts.render_block(entries)
 
+    def snapshot(self) -> dict[str, list[OarResource]]:
+        """host -> resources, from one read of the table shared by every caller within
+        SNAPSHOT_SECONDS (one caller reads while the others wait for its answer)."""
+        with self._snapshot_lock:
+            now = self.clock()
+            if self._snapshot is None or now - self._snapshot[0] >= SNAPSHOT_SECONDS:
+                by_host: dict[str, list[OarResource]] = {}
+                for r in self.oar.resources():
+                    by_host.setdefault(r.host, []).append(r)
+                self.reads += 1
+                self._snapshot = (self.clock(), by_host)
+            return self._snapshot[1]
+
     def node(self, host: str) -> dict[str, Any] | None:
-        """What OAR has for `host`, or None when it has nothing."""
-        mine = self.oar.host_resources(host)
+        """What OAR has for `host` (at most SNAPSHOT_SECONDS old), or None when it has nothing.
+
+        `problem`: why its last check failed, when it did.
+        """
+        mine = self.snapshot().get(host)
         if not mine:
             return None
         states = sorted({r.state for r in mine})
+        last = self.checks.get(host)
         return {
             "hostname": host,
             "state": states[0] if len(states) == 1 else "Mixed",
             "states": {str(r.resource_id): r.state for r in mine},
             "resources": [_as_dict(r) for r in mine],
+            "problem": last.problem if last else None,
         }
-
-
-def _plan(detection: Detection, host: str, others: list[OarResource]) -> list[Resource]:
-    """The resources for `host`, cpu/core/thread ids continuing from the other hosts' maxima."""
-    def highest(name: str) -> int:
-        return max((getattr(r, name) or 0 for r in others), default=0)
-
-    return plan_resources(
-        detection, host, cpu_base=highest("cpu"), core_base=highest("core"),
-        thread_base=highest("thread"),
-    )  # fmt: skip
 
 
 def _unchanged(detection: Detection, host: str, mine: list[OarResource]) -> list[Resource] | None:
@@ -523,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         server=state,
         oar_conf=args.root / "etc/oar/oar.conf",
         hosts_file=args.root / etchosts.HOSTS,
+        checks_file=args.root / CHECKS_FILE,
     )
     registry = Registry(settings, Oar(settings.oar_conf))
     try:

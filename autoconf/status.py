@@ -1,8 +1,10 @@
 """`oar-autoconf status`: the cluster's nodes, their state and resources, and whether it is ready.
 
 The cluster is ready when at least `oar.nbmin` nodes are Alive (a node is Alive when all of
-its resources are). Exit status: 0 ready, 1 not ready (yet), 2 the state cannot be read.
-`--wait SECONDS` polls until ready or the time is up.
+its resources are) and none of its registered resources is Suspected (a job asking for all
+the nodes would wait for it). A node that is not Alive shows why when the registration
+service's last check of it failed (its CHECKS_FILE). Exit status: 0 ready, 1 not ready (yet),
+2 the state cannot be read. `--wait SECONDS` polls until ready or the time is up.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 from autoconf.config import ConfigError, read_config
 from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError, OarResource
+from autoconf.registration import CHECKS_FILE
 
-__all__ = ["NodeStatus", "cpuset_ranges", "main", "summarise"]
+__all__ = ["NodeStatus", "cpuset_ranges", "is_ready", "main", "read_problems", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class NodeStatus:
     state: str  # the common state of its resources, or "Mixed"
     resources: int
     cpusets: tuple[int, ...]
+    suspected: int = 0  # how many of its resources are Suspected
 
     @property
     def alive(self) -> bool:
@@ -58,20 +62,44 @@ def summarise(resources: Iterable[OarResource]) -> list[NodeStatus]:
     for host, mine in sorted(by_host.items()):
         states = {r.state for r in mine}
         state = states.pop() if len(states) == 1 else "Mixed"
-        nodes.append(NodeStatus(host, state, len(mine), tuple(sorted(r.cpuset for r in mine))))
+        nodes.append(NodeStatus(host, state, len(mine), tuple(sorted(r.cpuset for r in mine)),
+                                sum(r.state == "Suspected" for r in mine)))
     return nodes
 
 
-def _render(nodes: list[NodeStatus], nbmin: int) -> str:
+def is_ready(nodes: list[NodeStatus], nbmin: int) -> bool:
+    """nbmin nodes Alive and no resource Suspected."""
+    return sum(n.alive for n in nodes) >= nbmin and not any(n.suspected for n in nodes)
+
+
+def read_problems(root: Path) -> dict[str, str]:
+    """host -> why the registration service's last check of it failed (nothing when it passed,
+    or when the file is missing or unreadable: the service may not have checked yet)."""
+    try:
+        data = json.loads((root / CHECKS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(host): str(check["problem"]) for host, check in data.items()
+            if isinstance(check, dict) and check.get("problem")}
+
+
+def _render(nodes: list[NodeStatus], nbmin: int, problems: dict[str, str]) -> str:
     alive = sum(node.alive for node in nodes)
     lines = [f"{'NODE':<20} {'STATE':<10} {'RESOURCES':>9}  CPUSETS"]
-    lines += [
-        f"{n.host:<20} {n.state:<10} {n.resources:>9}  {cpuset_ranges(n.cpusets)}" for n in nodes
-    ]
+    for n in nodes:
+        line = f"{n.host:<20} {n.state:<10} {n.resources:>9}  {cpuset_ranges(n.cpusets)}"
+        if not n.alive and n.host in problems:
+            line += f"  ({problems[n.host]})"
+        lines.append(line)
     if not nodes:
         lines.append("(no node registered yet)")
-    verdict = "cluster ready" if alive >= nbmin else "cluster not ready"
-    lines.append(f"{verdict}: {alive} of {nbmin} required nodes Alive ({len(nodes)} registered)")
+    suspected = sum(n.suspected for n in nodes)
+    verdict = "cluster ready" if is_ready(nodes, nbmin) else "cluster not ready"
+    detail = f", {suspected} resources Suspected" if suspected else ""
+    lines.append(f"{verdict}: {alive} of {nbmin} required nodes Alive{detail} "
+                 f"({len(nodes)} registered)")
     return "\n".join(lines)
 
 
@@ -98,19 +126,22 @@ def main(argv: list[str] | None = None, oar: Oar | None = None,
         except OarError as exc:
             print(f"oar-autoconf status: {exc}", file=sys.stderr)
             return 2
-        ready = sum(node.alive for node in nodes) >= nbmin
+        ready = is_ready(nodes, nbmin)
         if ready or clock() >= deadline:
             break
         time.sleep(2)
+    problems = read_problems(args.root)
     if args.json:
         print(json.dumps({
             "ready": ready,
             "nbmin": nbmin,
             "nodes": [
                 {"host": n.host, "state": n.state, "resources": n.resources,
-                 "cpusets": list(n.cpusets)} for n in nodes
+                 "cpusets": list(n.cpusets), "suspected": n.suspected,
+                 **({"problem": problems[n.host]}
+                    if not n.alive and n.host in problems else {})} for n in nodes
             ],
         }, indent=2))  # fmt: skip
     else:
-        print(_render(nodes, nbmin))
+        print(_render(nodes, nbmin, problems))
     return 0 if ready else 1

@@ -10,6 +10,8 @@ import os
 import secrets
 import shutil
 import signal
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -124,6 +126,27 @@ def serving(registry: Registry) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@contextmanager
+def oar_node_sshd(address: str, deadline: float = 10.0) -> Iterator[None]:
+    """oar-node's own sshd (/etc/oar/sshd_config, port 6667) listening on `address` only (a
+    loopback address): what the server's check reaches a simulated node at."""
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    argv = ["/usr/sbin/sshd", "-D", "-f", "/etc/oar/sshd_config", "-o",
+            f"ListenAddress={address}:6667", "-o", "PidFile=none"]
+    with proc.spawn(argv, stderr=subprocess.DEVNULL):
+        give_up = time.monotonic() + deadline
+        while True:
+            try:
+                socket.create_connection((address, 6667), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > give_up:
+                    raise HostNotReady(
+                        f"oar-node's sshd did not listen on {address}:6667") from None
+                time.sleep(0.1)
+        yield
 
 
 class HostNotReady(Exception):

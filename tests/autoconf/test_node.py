@@ -57,6 +57,7 @@ class FakeRegistry:
         self.fail_next: list[int] = []  # statuses to answer the next registrations with
         self.registrations: list[dict] = []
         self.node_queries = 0
+        self.problems: list[str] = []  # why the next checks fail (one per registration)
         self.lock = threading.Lock()
         registry = self
 
@@ -107,12 +108,17 @@ class FakeRegistry:
         if self.fail_next:
             return self.fail_next.pop(0), {"error": "database not ready"}
         changed = detection.hostname not in self.nodes
-        self.nodes[detection.hostname] = "Alive"
+        problem = self.problems.pop(0) if self.problems else None
+        if problem is None:  # the node passed the check: Alive; else it keeps its state
+            self.nodes[detection.hostname] = "Alive"
+        else:
+            self.nodes.setdefault(detection.hostname, "Absent")
         self.addresses[detection.hostname] = address
         resources = [{"host": detection.hostname, "cpuset": c.cpu} for c in detection.cpus]
         return 200, {"hostname": detection.hostname, "resources": resources, "changed": changed,
                      "oar_conf": OAR_CONF, "hosts": self.hosts_text(),
-                     "server_hostname": "oar-server"}
+                     "server_hostname": "oar-server", "state": self.nodes[detection.hostname],
+                     "problem": problem}
 
     def get(self, path, token):
         if token != TOKEN:
@@ -404,6 +410,44 @@ def test_watcher_restarted_after_absent_makes_the_node_alive_again(registry, roo
     assert registry.nodes[HOST] == "Absent"
 
 
+def test_a_node_registered_before_oar_node_answered_asks_again_and_becomes_alive(
+        registry, root, commands, capsys):
+    registry.problems = [f"{HOST}: oar-node's sshd at 127.0.0.1:6667 does not let oar in"]
+    assert join(registry, root) == HOST
+    assert registry.nodes[HOST] == "Alive"
+    assert len(registry.registrations) == 2, "registered, then checked again once oar-node ran"
+    out = capsys.readouterr().out
+    assert "6667" in out and f"{HOST} is Alive in OAR" in out
+
+
+def test_watcher_revives_a_suspected_node_and_backs_off_while_it_is_broken(
+        registry, root, commands, capsys):
+    join(registry, root)
+    watcher = watcher_for(registry, root)
+    watcher.tick()
+    registry.nodes[HOST] = "Suspected"  # OAR's checker could not reach it for a while
+    watcher.tick()
+    assert registry.nodes[HOST] == "Alive" and len(registry.registrations) == 2
+    assert "set it Alive again" in capsys.readouterr().out
+
+    now = [1000.0]
+    watcher.clock = lambda: now[0]
+    registry.nodes[HOST] = "Suspected"
+    registry.problems = ["disk full (/tmp has 0 KiB free)"] * 3
+    watcher.tick()
+    assert registry.nodes[HOST] == "Suspected"
+    assert "stays Suspected: disk full (/tmp has 0 KiB free)" in capsys.readouterr().out
+    watcher.tick()  # within the back-off: no new check
+    assert len(registry.registrations) == 3
+    now[0] += watcher.interval
+    watcher.tick()
+    assert len(registry.registrations) == 4 and watcher.check_delay == 4 * watcher.interval
+    registry.problems = []
+    now[0] += watcher.check_delay
+    watcher.tick()
+    assert registry.nodes[HOST] == "Alive" and watcher.check_delay == watcher.interval
+
+
 def test_watcher_reports_an_unreachable_server_once(registry, root, commands, capsys):
     join(registry, root)
     watcher = watcher_for(registry, root)
@@ -522,7 +566,7 @@ def test_watcher_process_marks_the_node_absent_on_sigterm(registry, tmp_path):
 # ---- against the project's own registration service ----------------------------------------
 
 
-def project_registry(tmp_path: Path, oar, oar_conf: Path | None = None):
+def project_registry(tmp_path: Path, oar, oar_conf: Path | None = None, check=None):
     """autoconf.registry (the server side) with `oar` behind it, on 127.0.0.1; the server's
     cluster address is another loopback address than the node's (127.0.0.1): a node may not
     claim the server's."""
@@ -536,7 +580,7 @@ def project_registry(tmp_path: Path, oar, oar_conf: Path | None = None):
     settings = RegistrySettings(token=TOKEN, server=ServerState("oar-server", "127.0.0.254",
                                                                 "127.0.0.0/8"),
                                 oar_conf=oar_conf, hosts_file=hosts, state_timeout=60)
-    return Registry(settings, oar)
+    return Registry(settings, oar, check=check)
 
 
 def test_node_joins_through_the_projects_registration_service(root, commands, tmp_path):
@@ -544,7 +588,7 @@ def test_node_joins_through_the_projects_registration_service(root, commands, tm
     from tests.autoconf.test_registry import FakeOar
 
     oar = FakeOar()
-    registry = project_registry(tmp_path, oar)
+    registry = project_registry(tmp_path, oar, check=lambda host, address: None)
     with serving(registry) as port:
         config = node_config(server=f"127.0.0.1:{port}")
         assert node.handle(config, DETECTION, root, alive_deadline=5) == HOST
@@ -554,6 +598,8 @@ def test_node_joins_through_the_projects_registration_service(root, commands, tm
 
         for row in oar.host_resources(HOST):  # the server rebooted: OAR forgot the node
             oar.rows.remove(row)
+        later = registry.clock() + 10  # the watcher's poll comes after the polls' snapshot aged
+        registry.clock = lambda: later
         watcher = node.Watcher(config, root, node.read_state(root), port=port)
         watcher.tick()
         assert sorted(r.cpuset for r in oar.host_resources(HOST)) == [0, 1]
@@ -563,12 +609,12 @@ def test_node_joins_through_the_projects_registration_service(root, commands, tm
 def test_real_oar_node_joins_rejoins_after_being_forgotten_and_goes_absent(
     oar_server, root, commands, monkeypatch, tmp_path
 ):
-    from tests.autoconf.fakenodes import new_hostname, serving
+    from tests.autoconf.fakenodes import new_hostname, oar_node_sshd, serving
 
     host = new_hostname()
     detection = Detection(host, None, None, DETECTION.cpus, 2048, DETECTION.interfaces, "eth0")
     registry = project_registry(tmp_path, oar_server, Path("/etc/oar/oar.conf"))
-    with serving(registry) as port:
+    with serving(registry) as port, oar_node_sshd("127.0.0.1"):
         config = node_config(server=f"127.0.0.1:{port}")
         assert node.handle(config, detection, root, alive_deadline=60) == host
         assert {r.state for r in oar_server.host_resources(host)} == {"Alive"}

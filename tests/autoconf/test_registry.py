@@ -23,7 +23,14 @@ from autoconf.registry import (
     RegistrySettings,
     ServerState,
 )
-from tests.autoconf.fakenodes import get, new_hostname, post, registration, serving
+from tests.autoconf.fakenodes import (
+    get,
+    new_hostname,
+    oar_node_sshd,
+    post,
+    registration,
+    serving,
+)
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -41,14 +48,19 @@ class FakeOar:
     def host_resources(self, host: str) -> list[OarResource]:
         return [r for r in self.rows if r.host == host]
 
-    def add(self, argv: list[str]) -> None:
-        self.calls.append(list(argv))
-        props = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-p")
-        next_id = max((r.resource_id for r in self.rows), default=0) + 1
-        self.rows.append(OarResource(
-            next_id, argv[argv.index("-h") + 1], "Alive", "UnChanged",
-            int(props["cpu"]), int(props["core"]), int(props["thread"]),
-            int(props["cpuset"]), int(props["mem"])))  # fmt: skip
+    def host_view(self, host: str) -> tuple[list[OarResource], dict[str, int]]:
+        others = [r for r in self.rows if r.host != host]
+        return self.host_resources(host), {
+            name: max((getattr(r, name) or 0 for r in others), default=0)
+            for name in ("cpu", "core", "thread")}
+
+    def add_node(self, host: str, resources: list, state: str = "Absent") -> list[int]:
+        """One transaction: every resource of the node at once, in `state`."""
+        self.calls.append(["add_node", host, state, str(len(resources))])
+        first = max((r.resource_id for r in self.rows), default=0) + 1
+        self.rows += [OarResource(first + n, host, state, "UnChanged", r.cpu, r.core, r.thread,
+                                  r.cpuset, r.mem) for n, r in enumerate(resources)]
+        return list(range(first, first + len(resources)))
 
     def set_state(self, host: str, state: str) -> None:
         self.calls.append(["oarnodesetting", "-n", "-s", state, "-h", host])
@@ -78,13 +90,31 @@ def settings(tmp_path: Path, oar_conf: Path | None = None) -> RegistrySettings:
         oar_conf=conf,
         hosts_file=hosts,
         state_timeout=60,
+        checks_file=tmp_path / "checks.json",
     )
 
 
+class FakeNodes:
+    """Which nodes answer the check (the reason for the others), and the checks made."""
+
+    def __init__(self) -> None:
+        self.broken: dict[str, str] = {}
+        self.checked: list[tuple[str, str]] = []
+
+    def check(self, host: str, address: str) -> str | None:
+        self.checked.append((host, address))
+        return self.broken.get(host)
+
+
 @pytest.fixture
-def fake(tmp_path):
+def nodes() -> FakeNodes:
+    return FakeNodes()
+
+
+@pytest.fixture
+def fake(tmp_path, nodes):
     oar = FakeOar()
-    registry = Registry(settings(tmp_path), oar)
+    registry = Registry(settings(tmp_path), oar, check=nodes.check)
     return registry, oar
 
 
@@ -142,6 +172,84 @@ def test_registering_again_after_absent_makes_the_node_alive(fake):
     assert {r.state for r in oar.host_resources(host)} == {"Alive"}
 
 
+def test_a_new_node_enters_whole_and_becomes_alive_only_after_its_check(fake, nodes):
+    registry, oar = fake
+    host = new_hostname()
+    reply = _register(registry, registration(TOKEN, host, "127.0.0.5", sockets=2, cores=4))
+    assert oar.calls == [["add_node", host, "Absent", "8"],
+                         ["oarnodesetting", "-n", "-s", "Alive", "-h", host]]
+    assert nodes.checked == [(host, "127.0.0.5")], "checked once, before being made Alive"
+    assert reply["state"] == "Alive" and reply["problem"] is None
+    assert {r.state for r in oar.host_resources(host)} == {"Alive"}
+
+
+def test_a_node_that_does_not_answer_stays_absent_with_the_reason(fake, nodes):
+    registry, oar = fake
+    host = new_hostname()
+    nodes.broken[host] = f"{host}: oar-node's sshd at 127.0.0.5:6667 does not let oar in"
+    reply = _register(registry, registration(TOKEN, host, "127.0.0.5", cores=3))
+    assert reply["state"] == "Absent" and "6667" in reply["problem"]
+    assert {r.state for r in oar.host_resources(host)} == {"Absent"}
+    assert len(oar.host_resources(host)) == 3, "all of the node, not schedulable"
+    assert not any(c[:4] == ["oarnodesetting", "-n", "-s", "Alive"] for c in oar.calls)
+    checks = json.loads(registry.settings.checks_file.read_text())
+    assert checks[host]["ok"] is False and "6667" in checks[host]["problem"]
+    assert registry.node(host)["problem"] == nodes.broken[host]
+
+    del nodes.broken[host]  # oar-node's sshd is up now: the node registers again
+    again = _register(registry, registration(TOKEN, host, "127.0.0.5", cores=3))
+    assert again["state"] == "Alive" and again["changed"] is False
+    assert {r.state for r in oar.host_resources(host)} == {"Alive"}
+    assert json.loads(registry.settings.checks_file.read_text())[host]["ok"] is True
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_a_suspected_node_is_checked_again_and_revived_or_kept_with_why(fake, nodes, healthy,
+                                                                        capsys):
+    registry, oar = fake
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.0.5", cores=2)
+    _register(registry, body)
+    oar.rows = [replace(r, state="Suspected") if r.resource_id == 1 else r for r in oar.rows]
+    if not healthy:
+        nodes.broken[host] = f"{host}: disk full (/tmp has 0 KiB free)"
+    reply = _register(registry, body)
+    states = {r.state for r in oar.host_resources(host)}
+    log = capsys.readouterr().err
+    if healthy:
+        assert reply["state"] == "Alive" and states == {"Alive"}
+        assert f"{host}: was Alive/Suspected, answers on oar-node's port as oar: set Alive" in log
+    else:
+        assert reply["state"] == "Alive/Suspected" and "disk full" in reply["problem"]
+        assert "Suspected" in states and "disk full" in log
+    assert len(nodes.checked) == 2
+
+
+def test_an_alive_node_registering_again_is_not_checked(fake, nodes):
+    registry, _oar = fake
+    body = registration(TOKEN, new_hostname(), "127.0.0.5")
+    _register(registry, body)
+    _register(registry, body)
+    assert len(nodes.checked) == 1
+
+
+def test_polls_share_one_read_of_the_table(tmp_path):
+    oar = FakeOar()
+    now = [0.0]
+    registry = Registry(settings(tmp_path), oar, check=FakeNodes().check, clock=lambda: now[0])
+    hosts = [new_hostname() for _ in range(20)]
+    for n, host in enumerate(hosts):
+        _register(registry, registration(TOKEN, host, f"127.0.5.{n + 1}"))
+    reads = []
+    oar.resources = lambda: reads.append(1) or list(oar.rows)  # count the full reads
+    for _ in range(5):
+        for host in hosts:
+            assert registry.node(host)["state"] == "Alive"
+    assert len(reads) == 1, "100 polls of 20 nodes: one read of the table"
+    now[0] += registry_module.SNAPSHOT_SECONDS
+    assert registry.node(hosts[0])["state"] == "Alive" and len(reads) == 2
+
+
 def test_changed_topology_replaces_the_old_resources(fake):
     registry, oar = fake
     host, other = new_hostname(), new_hostname()
@@ -160,7 +268,8 @@ def test_solo_server_registers_under_its_own_name(tmp_path):
     oar = FakeOar()
     base = settings(tmp_path)
     own = new_hostname()
-    registry = Registry(replace(base, server=replace(base.server, detection_hostname=own)), oar)
+    registry = Registry(replace(base, server=replace(base.server, detection_hostname=own)), oar,
+                        check=FakeNodes().check)
     reply = _register(registry, registration(TOKEN, own, "127.0.0.1"))
     assert reply["hostname"] == "localhost"
     assert {r.host for r in oar.rows} == {"localhost"}
@@ -377,7 +486,8 @@ def test_after_a_server_reboot_every_node_registers_as_before(fake, tmp_path):
     host = new_hostname()
     body = registration(TOKEN, host, "127.0.0.5")
     _register(registry, body)
-    rebooted = Registry(registry.settings, oar, answers=lambda address: True)
+    rebooted = Registry(registry.settings, oar, answers=lambda address: True,
+                        check=FakeNodes().check)
     assert _register(rebooted, body)["changed"] is False
 
 
@@ -490,6 +600,36 @@ def test_real_oar_three_nodes_then_reregister_then_topology_change(real):
     assert _oarnodes_cpusets(again) == list(range(6))
     cores = [r.core for r in oar.resources()]
     assert len(cores) == len(set(cores)), "core ids are unique in the whole cluster"
+
+
+@pytest.mark.integration
+def test_real_oar_a_node_is_alive_only_once_oar_node_answers_and_comes_back_from_suspected(
+        real):
+    registry, oar, port = real
+    host, address = new_hostname(), "127.0.6.1"
+    body = registration(TOKEN, host, address, sockets=2, cores=4)
+    status, reply = post(port, body)  # oar-node's sshd is not up yet
+    assert status == 200 and reply["state"] == "Absent", reply
+    assert "127.0.6.1:6667" in reply["problem"]
+    rows = oar.host_resources(host)
+    assert sorted(r.cpuset for r in rows) == list(range(8)), "the whole node at once"
+    assert {r.state for r in rows} == {"Absent"} and {r.next_state for r in rows} == {"UnChanged"}
+    with oar_node_sshd(address):
+        status, reply = post(port, body)  # the node registers again once oar-node runs
+        assert status == 200 and reply["state"] == "Alive" and reply["problem"] is None, reply
+        assert len(oar.wait_for_state(host, "Alive", timeout=60)) == 8
+        # OAR's checker suspects it (as when it could not reach it); the node is fine.
+        oar.set_state(host, "Suspected")
+        oar.wait_for_state(host, "Suspected", timeout=60)
+        status, reply = post(port, body)
+        assert status == 200 and reply["state"] == "Alive", reply
+        assert len(oar.wait_for_state(host, "Alive", timeout=60)) == 8
+        oar.set_state(host, "Suspected")
+        oar.wait_for_state(host, "Suspected", timeout=60)
+    status, reply = post(port, body)  # really down now: it stays Suspected, and says why
+    assert status == 200 and reply["state"] == "Suspected" and "6667" in reply["problem"]
+    assert {r.state for r in oar.host_resources(host)} == {"Suspected"}
+    assert json.loads(registry.settings.checks_file.read_text())[host]["ok"] is False
 
 
 @pytest.mark.integration

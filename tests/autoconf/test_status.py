@@ -47,11 +47,29 @@ def test_cpuset_ranges(ids, text):
 
 
 def test_ready_when_nbmin_nodes_are_alive(root, capsys):
-    assert status.main(["--root", str(root)], oar=FixedOar(TWO_NODES)) == 0
+    nodes = TWO_NODES[:4] + [row(5, "node-bbbbbbbbbbbb", 0, "Absent")]
+    assert status.main(["--root", str(root)], oar=FixedOar(nodes)) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == ["node-aaaaaaaaaaaa", "Alive", "4", "0-3"]
-    assert out[2].split() == ["node-bbbbbbbbbbbb", "Mixed", "2", "0,2"]
+    assert out[2].split() == ["node-bbbbbbbbbbbb", "Absent", "1", "0"]
     assert out[-1] == "cluster ready: 1 of 1 required nodes Alive (2 registered)"
+
+
+def test_never_ready_while_a_resource_is_suspected_and_says_why(root, capsys):
+    problem = "node-bbbbbbbbbbbb: disk full (/tmp has 0 KiB free)"
+    (root / "run/oar-live").mkdir(parents=True, exist_ok=True)
+    (root / "run/oar-live/checks.json").write_text(json.dumps({
+        "node-aaaaaaaaaaaa": {"at": 1.0, "ok": True, "problem": None},
+        "node-bbbbbbbbbbbb": {"at": 2.0, "ok": False, "problem": problem}}))
+    assert status.main(["--root", str(root)], oar=FixedOar(TWO_NODES)) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split()[:4] == ["node-bbbbbbbbbbbb", "Mixed", "2", "0,2"]
+    assert out[2].endswith(f"({problem})") and "disk full" not in out[1]
+    assert out[-1] == ("cluster not ready: 1 of 1 required nodes Alive, 1 resources Suspected "
+                       "(2 registered)")
+    assert status.main(["--root", str(root), "--json"], oar=FixedOar(TWO_NODES)) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ready"] is False and data["nodes"][1]["problem"] == problem
 
 
 def test_not_ready_below_nbmin(tmp_path, capsys):
@@ -66,11 +84,11 @@ def test_empty_cluster_says_so(root, capsys):
 
 
 def test_json_output(root, capsys):
-    assert status.main(["--root", str(root), "--json"], oar=FixedOar(TWO_NODES)) == 0
+    assert status.main(["--root", str(root), "--json"], oar=FixedOar(TWO_NODES[:4])) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ready"] is True and data["nbmin"] == 1
     assert data["nodes"][0] == {"host": "node-aaaaaaaaaaaa", "state": "Alive", "resources": 4,
-                                "cpusets": [0, 1, 2, 3]}
+                                "cpusets": [0, 1, 2, 3], "suspected": 0}
 
 
 def test_wait_polls_until_ready(root, capsys, monkeypatch):
@@ -93,15 +111,23 @@ def test_before_boot_ran_status_says_what_is_missing(tmp_path, capsys):
 @pytest.mark.integration
 def test_status_of_the_real_cluster(oar_server, tmp_path, capsys):
     from autoconf.registry import Registry, RegistrySettings, ServerState
-    from tests.autoconf.fakenodes import new_hostname, post, registration, serving
+    from tests.autoconf.fakenodes import (
+        new_hostname,
+        oar_node_sshd,
+        post,
+        registration,
+        serving,
+    )
 
     write_config(Config(nbmin=1, token="t0ken"), tmp_path)
     (tmp_path / "hosts").write_text("")
     settings = RegistrySettings("t0ken", ServerState("localhost", "127.0.0.1", "127.0.0.0/8"),
                                 hosts_file=tmp_path / "hosts")
     host = new_hostname()
-    with serving(Registry(settings, oar_server)) as port:
+    with serving(Registry(settings, oar_server)) as port, oar_node_sshd("127.0.5.1"):
         assert post(port, registration("t0ken", host, "127.0.5.1", cores=3))[0] == 200
+        oar_server.wait_for_state(host, "Alive", timeout=60)
     assert status.main(["--root", str(tmp_path), "--json"], oar=oar_server) == 0
     nodes = {n["host"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
-    assert nodes[host] == {"host": host, "state": "Alive", "resources": 3, "cpusets": [0, 1, 2]}
+    assert nodes[host] == {"host": host, "state": "Alive", "resources": 3, "cpusets": [0, 1, 2],
+                           "suspected": 0}
