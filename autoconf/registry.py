@@ -286,7 +286,11 @@ class Registry:
             if other_address != address or other in (host, server.hostname):
                 continue
             states = {r.state for r in self.oar.host_resources(other)}
-            if states and not states <= set(GONE_STATES):
+            last = self.checks.get(other)
+            # Absent after a failed check is a node that has not come up yet, not one gone
+            if states and (not states <= set(GONE_STATES) or (
+                    "Dead" not in states and last is not None and last.problem is not None
+                    and self.answers(address))):
                 raise Conflict(f"address {address} is held by {other}, registered and "
                                f"{'/'.join(sorted(states))}")
 
@@ -551,7 +555,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128
+    request_queue_size = 1024  # a room of machines switched on at once connects together
 
     def __init__(self, address: tuple[str, int], registry: Registry) -> None:
         self.registry = registry

@@ -1,7 +1,7 @@
 """`oar-vcluster`: an OAR Live cluster of qemu VMs on this one machine, to try it or to test it.
 
     oar-vcluster up --iso oar-live.iso --nodes N [--smp 1,2] [--mem MiB] [--timeout S]
-                    [--firmware bios,uefi] [--pxe [authoritative|proxy]]
+                    [--firmware bios,uefi] [--pxe [authoritative|proxy]] [--nodes-first S]
     oar-vcluster status | run -- CMD... | reboot VM | down [--keep-logs] | demo --iso ... --nodes N
 
 `up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
@@ -11,6 +11,10 @@ the server by its beacon) from the ISO's kernel and initrd with the kernel line 
 `oar-autoconf status`, and returns once N nodes are Alive, or fails with the log lines that
 explain why. Everything it makes is recorded in the state directory (boot.vcluster.state) so `down`
 removes it all, also after a crash. Needs root (network namespace, taps), qemu, dnsmasq and ssh.
+
+`--nodes-first SECONDS`: the order a room of machines comes up in when switched on at once:
+the nodes boot first and the server only once every node's agent runs (or SECONDS passed), so
+every node registers in the same storm, most of them from their watcher.
 
 `--pxe`: the nodes have no CD and no kernel: they netboot (`-boot n`, Debian's ipxe-qemu ROM)
 from the server, which boots with `oar.pxe=1` (boot.pxe). `authoritative` (the default): the
@@ -143,7 +147,12 @@ def up(args: argparse.Namespace) -> ClusterState:
     state.save()
     print(f"{len(machines)} VMs ({accel.split(',')[0]}), network {vnet.SUBNET} in namespace "
           f"{state.netns}, logs in {state_dir}")
-    for machine in machines:
+    nodes_first = getattr(args, "nodes_first", None)
+    if nodes_first is not None and pxe:
+        raise VClusterError("--nodes-first with --pxe: netbooting nodes need their server up")
+    for machine in boot_order(machines, nodes_first is not None):
+        if machine.role == "server" and nodes_first is not None:
+            wait_nodes_started(state, nodes_first, started)
         net.add_tap(machine.index)
         spec = vm_spec(state, machine, kernel, initrd,
                        kernel_cmdline(base, machine, args.nodes, pxe=bool(pxe)),
@@ -154,6 +163,28 @@ def up(args: argparse.Namespace) -> ClusterState:
         state.save()
     wait_ready(state, password, args.timeout, started)
     return state
+
+
+def boot_order(machines: tuple[Machine, ...], nodes_first: bool) -> list[Machine]:
+    """The order to start the VMs in: as planned (server first), or every node first."""
+    if not nodes_first:
+        return list(machines)
+    return [m for m in machines if m.role != "server"] + [m for m in machines
+                                                           if m.role == "server"]
+
+
+def wait_nodes_started(state: ClusterState, seconds: float, started: float) -> int:
+    """Wait until every node's boot agent runs (or `seconds` passed); how many do."""
+    deadline = time.monotonic() + seconds
+    while True:
+        running = sum(
+            vstage.progress(state.serial_log(m).read_text(errors="replace"), "node").stage.rank
+            >= Stage.AGENT.rank for m in state.nodes if m.pid)
+        if running == len(state.nodes) or time.monotonic() >= deadline:
+            print(f"{time.monotonic() - started:6.0f}s  {running} of {len(state.nodes)} nodes "
+                  "booted with no server: starting the server", flush=True)
+            return running
+        time.sleep(2)
 
 
 def _describe(m: Machine) -> str:
@@ -403,6 +434,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--user", help="the image's job account (default: from the ISO's "
                                       ".credentials file)")
         s.add_argument("--timeout", type=float, default=900, help="seconds to wait for ready")
+        s.add_argument("--nodes-first", type=float, metavar="SECONDS",
+                       help="boot the nodes first and the server once their agents run "
+                            "(at most SECONDS later), as a room switched on at once")
         s.add_argument("--pxe", nargs="?", const="authoritative",
                        choices=("authoritative", "proxy"),
                        help="nodes netboot from the server (oar.pxe=1); proxy: beside the "

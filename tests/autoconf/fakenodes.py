@@ -81,11 +81,11 @@ def registration(token: str, hostname: str, address: str, **topology: Any) -> di
 
 def post(port: int, body: bytes | dict, path: str = "/v1/register",
          headers: dict[str, str] | None = None, source: str | None = None,
-         method: str = "POST") -> tuple[int, Any]:
+         method: str = "POST", timeout: float = 120) -> tuple[int, Any]:
     """POST to the service on 127.0.0.1:port, from the address `source` (a loopback address;
     default 127.0.0.1); (status, decoded JSON or text)."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120,
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
                                             source_address=(source, 0) if source else None)
     try:
         connection.request(method, path, body=data, headers={
@@ -100,8 +100,8 @@ def post(port: int, body: bytes | dict, path: str = "/v1/register",
         return response.status, raw.decode(errors="replace")
 
 
-def get(port: int, path: str, token: str | None) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def get(port: int, path: str, token: str | None, timeout: float = 60) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"X-OAR-Live-Token": token} if token is not None else {}
         connection.request("GET", path, headers=headers)

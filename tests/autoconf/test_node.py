@@ -624,6 +624,8 @@ def test_real_oar_node_joins_rejoins_after_being_forgotten_and_goes_absent(
         for row in oar_server.wait_for_state(host, "Dead", timeout=60):
             oar_server.remove(row.resource_id)
         assert oar_server.host_resources(host) == []
+        later = registry.clock() + 10  # the watcher's poll comes after the polls' snapshot aged
+        registry.clock = lambda: later
         watcher = node.Watcher(config, root, node.read_state(root), port=port)
         watcher.tick()
         assert sorted(r.cpuset for r in oar_server.host_resources(host)) == [0, 1]

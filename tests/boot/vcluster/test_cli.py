@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,23 @@ def test_a_reset_that_cannot_reach_the_monitor_is_said_and_the_wait_goes_on(tmp_
     vcluster._reset_if_gave_up(state, state.nodes[0], {}, 30)  # no monitor socket there
     assert "node-1: its firmware found no netboot server yet; could not reset it" in (
         capsys.readouterr().out)
+
+
+def test_nodes_first_boots_every_node_before_the_server():
+    machines = vplan.plan_machines(3, [2, 1, 3], [1024], 1, 1024)
+    assert [m.role for m in vcluster.boot_order(machines, nodes_first=False)][0] == "server"
+    order = vcluster.boot_order(machines, nodes_first=True)
+    assert [m.name for m in order] == ["node-1", "node-2", "node-3", "server"]
+
+
+def test_the_server_starts_once_every_nodes_agent_runs(tmp_path, capsys):
+    machines = tuple(replace(m, pid=100 + m.index)
+                     for m in vplan.plan_machines(2, [1], [1024], 1, 1024))
+    state = ClusterState(tmp_path, "ns", iso="x.iso", accel="tcg", nbmin=2, user="u",
+                         machines=machines)
+    for m in machines:
+        state.serial_log(m).write_text("Linux version 6.1\n" + console.agent_started() + "\n")
+    assert vcluster.wait_nodes_started(state, 30, 0.0) == 2
+    assert "2 of 2 nodes booted with no server" in capsys.readouterr().out
+    state.serial_log(machines[2]).write_text("Linux version 6.1\n")  # node-2 still booting
+    assert vcluster.wait_nodes_started(state, 0, 0.0) == 1
