@@ -167,18 +167,14 @@ class Oar:
         env = {"OARCONFFILE": str(self.conf)}
         try:
             result = self.run(argv, env=env, timeout=120)
-        except proc.CommandError as exc:
-            raise OarError(f"adding {host}'s resources: {exc}") from None
+        except proc.CommandError as exc:  # its command line is the whole script: not shown
+            lines = [line for line in exc.stderr.splitlines() if line.strip()]
+            raise OarError(f"adding {host}'s resources through OAR::IO failed (exit status "
+                           f"{exc.returncode}): {lines[-1] if lines else 'no message'}") from None
         try:
             return oaradd.parse_ids(result.stdout, len(resources))
         except ValueError as exc:
             raise OarError(f"adding {host}'s resources: {exc}") from None
-
-    def add(self, argv: Sequence[str]) -> None:
-        """Run one `oarnodesetting -a ...` argument list (see Resource.oarnodesetting_argv)."""
-        if list(argv[:2]) != ["oarnodesetting", "-a"]:
-            raise OarError(f"not an oarnodesetting -a command: {list(argv)!r}")
-        self._admin(argv)
 
     def set_state(self, host: str, state: str) -> None:
         """Ask oar-server to move every resource of `host` to `state` (without waiting for jobs)."""

@@ -93,9 +93,33 @@ def test_a_database_without_a_resources_table_or_unreachable_is_an_oar_error(con
         Oar(conf, Psql("not json")).resources()
 
 
-def test_only_oarnodesetting_add_commands_are_run_by_add(conf):
-    with pytest.raises(OarError, match="not an oarnodesetting -a command"):
-        Oar(conf, Psql()).add(["sh", "-c", "oarnodesetting -a"])
+def test_one_hosts_view_is_its_rows_and_the_others_highest_ids(conf):
+    answer = {"mine": [TABLE[1]], "top": {"cpu": 2, "core": 3, "thread": None}}
+    psql = Psql(json.dumps(answer))
+    mine, top = Oar(conf, psql).host_view("node-1")
+    assert mine == [OarResource(1, "node-1", "Alive", "UnChanged", 1, 1, 7, 0, 2)]
+    assert top == {"cpu": 2, "core": 3, "thread": 0}
+    sql = psql.calls[0][0][-1]
+    assert "WHERE network_address = 'node-1'" in sql and "<> 'node-1'" in sql
+    with pytest.raises(OarError, match="not a host name"):
+        Oar(conf, psql).host_view("x' OR '1'='1")
+
+
+def test_a_node_is_added_by_one_oar_process_and_must_get_every_resource(conf):
+    from autoconf.resources import Resource
+
+    rows = [Resource("node-1", 1, 1 + i, 1 + i, i, 2) for i in range(2)]
+    runner = Psql("11\n12\n")
+    assert Oar(conf, runner).add_node("node-1", rows) == [11, 12]
+    [(argv, env)] = runner.calls
+    assert argv[:5] == ["runuser", "-u", "oar", "--", "perl"] and argv[7:9] == ["node-1", "Absent"]
+    assert env == {"OARCONFFILE": str(conf)}
+    with pytest.raises(OarError, match="OAR added 1 resources, not 2"):
+        Oar(conf, Psql("11\n")).add_node("node-1", rows)
+    with pytest.raises(OarError) as failed:
+        Oar(conf, Psql(fails=True)).add_node("node-1", rows)
+    assert str(failed.value) == ("adding node-1's resources through OAR::IO failed (exit status "
+                                 "2): could not connect to server")
 
 
 @pytest.mark.integration

@@ -1,8 +1,12 @@
 """End-to-end: a virtual OAR Live cluster (server + 2 nodes of 1 and 2 CPUs) from the built ISO.
 
 One cluster serves the whole module, in order (booting three VMs under emulation is the
-expensive part): resources as each VM has them, a two-node job, a one-core job in its cpuset,
-a node reboot, a server reboot (its database is gone; the nodes register again by themselves).
+expensive part). It comes up the way a room of machines switched on at once does: the nodes
+boot first, the server last (`oar-vcluster up --nodes-first`), so every node registers in one
+storm. Then: resources as each VM has them, a two-node job that must start within
+FIRST_JOB_SECONDS of `up` returning, a one-core job in its cpuset, a node reboot while the
+server is loaded, a server reboot (its database is gone; the nodes register again by
+themselves).
 Each wait polls with a deadline and, on failure, shows the VMs' relevant serial-log lines.
 """
 
@@ -27,6 +31,11 @@ from tests.e2e import oarnodes
 pytestmark = pytest.mark.e2e
 
 NODE_CPUS = (1, 2)
+NODES_FIRST_SECONDS = 300  # at most this long for the nodes to boot before the server starts
+# `up` returns once every node is Alive and none Suspected; a job on all of them then starts
+# within a scheduler pass or two (it waited for a Suspected node before: > 10 min).
+FIRST_JOB_SECONDS = 180
+STARTED = re.compile(r"\b(Launching|Running|Finishing|Terminated)\b")
 VCLUSTER = [sys.executable, "-m", "boot.vcluster"]
 
 
@@ -40,8 +49,9 @@ def logs_of(state: ClusterState) -> str:
 
 
 class Cluster:
-    def __init__(self, state: ClusterState) -> None:
+    def __init__(self, state: ClusterState, up_returned: float = 0.0) -> None:
         self.state = state
+        self.up_returned = up_returned  # time.monotonic() when `oar-vcluster up` returned
         self.remote = Remote(state)
         self.last_resources: list[dict[str, str]] = []  # shown when a wait fails
 
@@ -91,14 +101,16 @@ class Cluster:
 def cluster(artifacts, tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("vcluster")
     up = VCLUSTER + ["--state-dir", str(state_dir), "up", "--iso", str(artifacts / "oar-live.iso"),
-                     "--nodes", "2", "--smp", ",".join(map(str, NODE_CPUS)), "--timeout", "900"]
+                     "--nodes", "2", "--smp", ",".join(map(str, NODE_CPUS)), "--timeout", "900",
+                     "--nodes-first", str(NODES_FIRST_SECONDS)]
     started = time.monotonic()
     result = subprocess.run(up, capture_output=True, text=True)
-    print(result.stdout, result.stderr, f"up took {time.monotonic() - started:.0f} s", sep="\n")
+    returned = time.monotonic()
+    print(result.stdout, result.stderr, f"up took {returned - started:.0f} s", sep="\n")
     try:
         state = vstate.load(state_dir)
         assert result.returncode == 0, result.stdout + result.stderr
-        yield Cluster(state)
+        yield Cluster(state, returned)
     finally:
         subprocess.run(VCLUSTER + ["--state-dir", str(state_dir), "down", "--keep-logs"],
                        check=False)
@@ -112,8 +124,8 @@ def expected_resources(state: ClusterState) -> dict[str, list[int]]:
 
 
 def all_registered(cluster) -> dict[str, list[int]] | None:
-    """Every node Alive with all its CPUs: a registration adds a node's resources one by one
-    (one oarnodesetting each), so the first ones are Alive before the last is there."""
+    """Every node Alive with all its CPUs (a node's resources enter OAR together, Absent, and
+    become Alive together once the server reached the node)."""
     found = cluster.alive()
     return found if found == expected_resources(cluster.state) else None
 
@@ -125,7 +137,17 @@ def test_oarnodes_lists_exactly_the_cpus_of_each_vm(cluster):
 
 
 def test_a_job_on_two_nodes_runs_on_both(cluster):
-    job, out = cluster.job(DEMO_JOB, "nodes=2")
+    job = cluster.remote.submit(DEMO_JOB, "nodes=2")
+    left = cluster.up_returned + FIRST_JOB_SECONDS - time.monotonic()
+
+    def started() -> bool:
+        state = cluster.remote.run(f"oarstat -s -j {job}", timeout=90, check=False).stdout
+        return bool(STARTED.search(state))
+
+    cluster.wait(f"job {job} on every node starting within {FIRST_JOB_SECONDS} s of `up`",
+                 started, max(left, 1), 3)
+    assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
+    out = cluster.remote.job_output(job)
     assert sorted(out.split()) == sorted(m.oar_hostname for m in cluster.state.nodes), out
 
 
@@ -146,14 +168,19 @@ def test_a_one_core_job_is_confined_to_one_core(cluster, image):
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
 
 
+LOAD = "nohup timeout 240 sh -c 'while :; do :; done' >/dev/null 2>&1 &"
+
+
 def test_a_rebooted_node_comes_back_alive_with_the_same_resources(cluster):
     node = cluster.state.nodes[-1]
     before = cluster.remote.run(BOOT_ID, node, timeout=60).stdout.strip()
     boots = cluster.boots(node.name)
+    cluster.remote.run(LOAD, timeout=60)  # the server's CPU busy while the node comes back
     cluster.remote.run("sudo -n systemctl reboot", node, timeout=60, check=False)
     cluster.wait(f"{node.name} rebooting", lambda: cluster.boots(node.name) > boots, 120, 2)
     found = cluster.wait(f"{node.name} Alive again", lambda: all_registered(cluster), 420)
     assert found == expected_resources(cluster.state)
+    assert not [r for r in cluster.resources() if r["state"] == "Suspected"]
     ids = Counter(r["id"] for r in cluster.resources())
     assert len(ids) == sum(m.cpus for m in cluster.state.nodes) and max(ids.values()) == 1
     # OAR's rows alone may be the ones from before the reboot: the node itself must be back,
