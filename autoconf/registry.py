@@ -203,9 +203,6 @@ class Registry:
                 changed, waiting = True, True
             hosts = self._remember(host, address, entries)
         state, problem = self._admit(host, address, mine, waiting)
-        if changed or waiting:
-            with self._snapshot_lock:
-                self._snapshot = None  # the polls see what this registration wrote
         _log(
             f"{host} ({address}): {len(resources)} resources, "
             f"{'added' if changed else 'unchanged'}, {state}"
@@ -363,7 +360,8 @@ def _unchanged(detection: Detection, host: str, mine: list[OarResource]) -> list
 
 
 def _needs_alive(r: OarResource) -> bool:
-    return r.state != "Alive" or r.next_state not in ("UnChanged", "Alive")
+    """Not Alive, or leaving it, and not already on its way to Alive (asked, not applied)."""
+    return r.next_state != "Alive" and (r.state != "Alive" or r.next_state != "UnChanged")
 
 
 def _as_dict(r: OarResource) -> dict[str, Any]:

@@ -234,6 +234,15 @@ def test_an_alive_node_registering_again_is_not_checked(fake, nodes):
     assert len(nodes.checked) == 1
 
 
+def test_a_node_already_on_its_way_to_alive_is_not_checked_twice(fake, nodes):
+    registry, oar = fake
+    body = registration(TOKEN, new_hostname(), "127.0.0.5")
+    _register(registry, body)
+    oar.rows = [replace(r, state="Absent", next_state="Alive") for r in oar.rows]  # not applied
+    assert _register(registry, body)["state"] == "Alive"
+    assert len(nodes.checked) == 1
+
+
 def test_polls_share_one_read_of_the_table(tmp_path):
     oar = FakeOar()
     now = [0.0]
