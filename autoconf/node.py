@@ -368,13 +368,20 @@ class Watcher:
     def _register(self, client: RegistryClient) -> Registration:
         assert self.server is not None
         again = bool(self.hostname)
-        registration = client.register(self.detection, node_address(self.config, self.detection,
-                                                                    self.server))
+        address = node_address(self.config, self.detection, self.server)
+        if not again:
+            # A node that booted before its server: oar-node was not started at boot, and the
+            # server checks that it answers before making the node Alive: start it first.
+            new_key = ensure_oar_ssh_host_key(self.root)
+            proc.run(["systemctl", "restart" if new_key else "start", "oar-node"], check=False)
+        registration = client.register(self.detection, address)
         self.hostname = registration.hostname
         write_state(self.root, self.server, self.detection, self.hostname)
         changed = apply_registration(registration, self.root)
-        if changed or ensure_oar_ssh_host_key(self.root):
+        if changed:
             proc.run(["systemctl", "start", "oar-node"], check=False)
+            if not registration.alive and not again:  # checked before its settings were in
+                registration = client.register(self.detection, address)  # place: once more
         say(console.registered(registration.hostname, again=again))
         return registration
 

@@ -448,6 +448,18 @@ def test_watcher_revives_a_suspected_node_and_backs_off_while_it_is_broken(
     assert registry.nodes[HOST] == "Alive" and watcher.check_delay == watcher.interval
 
 
+def test_a_node_booted_before_its_server_starts_oar_node_before_the_server_checks_it(
+        registry, root, commands):
+    node.write_state(root, Server("127.0.0.1", registry.port, Source.CONFIG), DETECTION, None)
+    watcher = node.Watcher(node_config(), root, node.read_state(root))
+    registry.problems = [f"{HOST}: oar-node's sshd at 127.0.0.1:6667 does not let oar in"]
+    watcher.tick()
+    starts = [n for n, argv in enumerate(commands) if argv[:2] == ["systemctl", "restart"]
+              and argv[-1] == "oar-node"]
+    assert starts and starts[0] == 1, commands  # right after making its host key
+    assert registry.nodes[HOST] == "Alive" and len(registry.registrations) == 2
+
+
 def test_watcher_reports_an_unreachable_server_once(registry, root, commands, capsys):
     join(registry, root)
     watcher = watcher_for(registry, root)
