@@ -717,8 +717,10 @@ def test_real_oar_node_endpoint_reports_the_state(real):
     assert get(port, f"/v1/nodes/{host}", TOKEN)[0] == 404
     with oar_node_sshd("127.0.3.9"):
         assert post(port, registration(TOKEN, host, "127.0.3.9", cores=3))[0] == 200
-    give_up = time.monotonic() + 30  # oar-server applies the state asked: the node polls
-    while (answer := get(port, f"/v1/nodes/{host}", TOKEN)[1])["state"] == "Absent":
+    # The polls' snapshot may be up to SNAPSHOT_SECONDS old (from before the registration)
+    # and oar-server applies the state asked when it gets to it: the node polls.
+    give_up = time.monotonic() + 30
+    while (answer := get(port, f"/v1/nodes/{host}", TOKEN)[1]).get("state") in (None, "Absent"):
         assert time.monotonic() < give_up, answer
         time.sleep(0.5)
     assert sorted(r["cpuset"] for r in answer["resources"]) == [0, 1, 2]
