@@ -96,15 +96,20 @@ class RegistryClient:
         self.timeout = timeout
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-                 timeout: float | None = None) -> bytes:
+                 timeout: float | None = None, headers: Mapping[str, str] | None = None,
+                 answer_headers: dict[str, str] | None = None) -> bytes:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
         request.add_header(TOKEN_HEADER, self.token)
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 answer = response.read(MAX_ANSWER + 1)
+                if answer_headers is not None:
+                    answer_headers.update(response.headers.items())
         except urllib.error.HTTPError as exc:
             raise RegistryError(exc.code, _error_text(exc.read(MAX_ANSWER))) from None
         except (urllib.error.URLError, OSError, HTTPException) as exc:
@@ -137,8 +142,17 @@ class RegistryClient:
             raise RegistryError(200, f"unusable node answer ({exc.message})") from None
         return answer if isinstance(answer, dict) else {}
 
-    def hosts(self) -> str:
-        return self._request("GET", "/v1/hosts").decode(errors="replace")
+    def hosts(self, tag: str | None = None) -> tuple[str | None, str | None]:
+        """The cluster's /etc/hosts block and its tag; (None, tag) when it is still `tag`."""
+        answer_headers: dict[str, str] = {}
+        try:
+            text = self._request("GET", "/v1/hosts", headers={"If-None-Match": tag} if tag else
+                                 None, answer_headers=answer_headers).decode(errors="replace")
+        except RegistryError as exc:
+            if exc.status == 304:
+                return None, tag
+            raise
+        return text, answer_headers.get("ETag")
 
 
 def _error_text(body: bytes) -> str:

@@ -355,6 +355,7 @@ class Watcher:
         self.check_delay = interval  # between two checks asked of the server, doubling on failure
         self.next_check = 0.0
         self.clock: Callable[[], float] = time.monotonic
+        self.hosts_tag: str | None = None  # the server's tag of the hosts block last applied
 
     def _client(self) -> RegistryClient:
         assert self.server is not None
@@ -426,8 +427,11 @@ class Watcher:
                 # Absent: its own shutdown (the watcher restarted) or its check at registration
                 # failed; an administrator's Absent later on is respected.
                 self._recheck(client, known)
-            if update_hosts(client.hosts(), self.root):
-                say(console.info("updated /etc/hosts from the server"))
+            text, tag = client.hosts(self.hosts_tag)
+            if text is not None:
+                if update_hosts(text, self.root):
+                    say(console.info("updated /etc/hosts from the server"))
+                self.hosts_tag = tag
             self.first = False
             self._report("")
         except (RegistryError, Unreachable, NodeError) as exc:

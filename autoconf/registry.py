@@ -11,7 +11,8 @@ HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
   address is the one it connects from, when that is a host of the cluster network other than
   the server; else (the server itself) the body's.
 - `GET /v1/nodes/<hostname>` -> 200 `{"hostname", "state", "resources"}` or 404.
-- `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node.
+- `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node, with
+  an ETag: 304 and no body when the request's If-None-Match is the block's current tag.
   Both GETs need the header `X-OAR-Live-Token`. Any other method gets 405.
 
 Registration is idempotent and serialised: OAR numbers new resources from MAX(resource_id) and
@@ -40,6 +41,7 @@ of their own, whatever the size of the cluster.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -172,6 +174,7 @@ class Registry:
     reads: int = 0  # full reads of the resources table (the snapshot's)
     _snapshot: tuple[float, dict[str, list[OarResource]]] | None = None
     _snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
+    _hosts_cache: tuple[tuple[int, int] | None, str, str] | None = None
     _checks_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -303,9 +306,26 @@ class Registry:
 
     def hosts(self) -> str:
         """The /etc/hosts block of the cluster: the server and every registered node."""
+        return self.hosts_block()[0]
+
+    def hosts_block(self) -> tuple[str, str]:
+        """The hosts block and its tag (an HTTP ETag), rendered again only when the hosts file
+        changed: every watcher asks for it at each poll, and it rarely changes."""
+        try:
+            stat = self.settings.hosts_file.stat()
+            key: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            key = None
+        with self._snapshot_lock:
+            if key is not None and self._hosts_cache is not None and self._hosts_cache[0] == key:
+                return self._hosts_cache[1], self._hosts_cache[2]
         entries = self._entries()
         entries[self.settings.server.hostname] = self.settings.server.address
-        return etchosts.render_block(entries)
+        text = etchosts.render_block(entries)
+        tag = '"' + hashlib.sha256(text.encode()).hexdigest()[:20] + '"'
+        with self._snapshot_lock:
+            self._hosts_cache = (key, text, tag) if key is not None else None
+        return text, tag
 
     def snapshot(self) -> dict[str, list[OarResource]]:
         """host -> resources, from one read of the table shared by every caller within
@@ -518,7 +538,12 @@ class _Handler(BaseHTTPRequestHandler):
         registry = self.server.registry
         try:
             if self.path == "/v1/hosts":
-                self._reply(HTTPStatus.OK, registry.hosts().encode(), "text/plain; charset=utf-8")
+                text, tag = registry.hosts_block()
+                if self.headers.get("If-None-Match") == tag:  # the watcher has it already
+                    self._reply(HTTPStatus.NOT_MODIFIED, b"", headers=(("ETag", tag),))
+                    return
+                self._reply(HTTPStatus.OK, text.encode(), "text/plain; charset=utf-8",
+                            headers=(("ETag", tag),))
                 return
             if self.path.startswith("/v1/nodes/"):
                 host = self.path.removeprefix("/v1/nodes/")

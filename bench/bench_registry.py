@@ -15,10 +15,11 @@ loopback network only) as OAR's checker would, and asks OAR to make it Alive. Fi
 - 0 duplicate resources and 0 partial nodes, both at the end and in every view a reader
   polling the table during the storm saw (the same reader counts the partial nodes it saw
   during the baseline, which OAR's tool makes visible one resource at a time);
-- steady state: N watchers polling `GET /v1/nodes/<host>` and `GET /v1/hosts` every
-  WATCH_INTERVAL seconds, and the server's CPU seconds per second meanwhile (the service, the
-  commands it ran and the database sessions they opened); the service answers polls from one
-  shared snapshot of the table, so the cost of a poll does not grow with the cluster.
+- steady state: N watchers polling `GET /v1/nodes/<host>` and `GET /v1/hosts` (with the
+  tag of the block they have: 304 while it is unchanged) every WATCH_INTERVAL seconds, through
+  the watcher's own client, and the server's CPU seconds per second meanwhile (the service,
+  the commands it ran and the database sessions they opened); the service answers polls from
+  one shared snapshot of the table, so the cost of a poll does not grow with the cluster.
 
 Needs root and a throw-away machine (see tests/autoconf/fakenodes.loopback_oar_server).
 `BENCH_REGISTRY_NODES` overrides N (default 1000).
@@ -41,9 +42,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from autoconf.client import RegistryClient, RegistryError, Unreachable
 from autoconf.config import Config, write_config
 from autoconf.detect import Detection
-from autoconf.node import WATCH_INTERVAL
+from autoconf.node import WATCH_INTERVAL, WATCH_TIMEOUT
 from autoconf.oarstate import Oar
 from autoconf.registration import SERVER_STATE, ServerState
 from autoconf.resources import plan_resources
@@ -51,7 +53,6 @@ from bench.timing import verdict
 from boot import proc
 from tests.autoconf.fakenodes import (
     detection_json,
-    get,
     loopback_oar_server,
     new_hostname,
     post,
@@ -222,10 +223,13 @@ def _steady(port: int, token: str, hosts: list[str], pids: list[int]) -> dict[st
     STEADY_SECONDS; the CPU the server spent meanwhile."""
     polls = [0]
     errors = [0]
-    stop = time.monotonic() + STEADY_SECONDS
     rate = len(hosts) / WATCH_INTERVAL
+    first = RegistryClient(f"http://127.0.0.1:{port}", token).hosts()[1]
+    tags: dict[str, str | None] = dict.fromkeys(hosts, first)  # every watcher has the block
+    stop = time.monotonic() + STEADY_SECONDS
 
     def worker(k: int, workers: int) -> None:
+        client = RegistryClient(f"http://127.0.0.1:{port}", token, timeout=WATCH_TIMEOUT)
         n = k
         start = time.monotonic()
         while time.monotonic() < stop:
@@ -233,10 +237,13 @@ def _steady(port: int, token: str, hosts: list[str], pids: list[int]) -> dict[st
             if due > time.monotonic():
                 time.sleep(due - time.monotonic())
             host = hosts[n % len(hosts)]
-            a = get(port, f"/v1/nodes/{host}", token)[0]
-            b = get(port, "/v1/hosts", token)[0]
+            try:  # what a watcher's tick asks (autoconf.node.Watcher.tick)
+                if client.node(host) is None:
+                    errors[0] += 1
+                text, tags[host] = client.hosts(tags.get(host))
+            except (RegistryError, Unreachable):
+                errors[0] += 1
             polls[0] += 1
-            errors[0] += (a != 200) + (b != 200)
             n += workers
 
     before = sum(_cpu_seconds(pid) for pid in pids)

@@ -243,6 +243,21 @@ def test_a_node_already_on_its_way_to_alive_is_not_checked_twice(fake, nodes):
     assert len(nodes.checked) == 1
 
 
+def test_the_hosts_block_is_sent_again_only_when_it_changed(fake):
+    from autoconf.client import RegistryClient
+
+    registry, _oar = fake
+    with serving(registry) as port:
+        client = RegistryClient(f"http://127.0.0.1:{port}", TOKEN)
+        text, tag = client.hosts()
+        assert text is not None and "127.0.0.1 localhost" in text and tag
+        assert client.hosts(tag) == (None, tag), "unchanged: 304, no body"
+        host = new_hostname()
+        _register(registry, registration(TOKEN, host, "127.0.0.5"))
+        text, new_tag = client.hosts(tag)
+        assert text is not None and f"127.0.0.5 {host}" in text and new_tag != tag
+
+
 def test_polls_share_one_read_of_the_table(tmp_path):
     oar = FakeOar()
     now = [0.0]
