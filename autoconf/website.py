@@ -21,7 +21,8 @@ from autoconf.config import Config, Web
 from boot import console, proc
 from boot.files import write_if_changed
 
-__all__ = ["API_PORT", "PORTS_CONF", "WEB_PORT", "ensure_website", "installed", "ports_conf", "site"]
+__all__ = ["API_PORT", "PORTS_CONF", "WEB_PORT", "ensure_website", "installed", "ports_conf",
+           "site"]
 
 PORTS_CONF = Path("etc/apache2/ports.conf")
 WEB_PORT = 80  # the cluster page, Monika, Drawgantt, /oarapi (proxied)
