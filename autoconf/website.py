@@ -102,5 +102,8 @@ def ensure_website(config: Config, hostname: str, address: str, root: Path = Pat
                   timeout=30).returncode == 0
     if running and not changed:
         return False
-    run(["systemctl", "reload-or-restart" if running else "start", UNIT], timeout=120)
+    # Not waited for: Apache (with PHP) takes seconds to start under emulation, and the cluster
+    # is ready without it; systemd reports a failure (`systemctl status apache2`).
+    run(["systemctl", "--no-block", "reload-or-restart" if running else "start", UNIT],
+        timeout=120)
     return True

@@ -34,7 +34,8 @@ class Systemd:
             return subprocess.CompletedProcess(argv, 0, "2.6.1-1+deb13u1", "")
         if argv[:2] == ["systemctl", "is-active"]:
             return subprocess.CompletedProcess(argv, 0 if self.active else 3, "", "")
-        if argv[:2] in (["systemctl", "start"], ["systemctl", "reload-or-restart"]):
+        if argv[:3] in (["systemctl", "--no-block", "start"],
+                        ["systemctl", "--no-block", "reload-or-restart"]):
             self.active = True
             return subprocess.CompletedProcess(argv, 0, "", "")
         raise AssertionError(f"unexpected command {argv}")
@@ -57,7 +58,7 @@ def test_the_server_starts_apache_with_this_boot_s_settings(root):
     run = Systemd()
     config = Config(role=Role.SERVER, nbmin=2)
     assert website.ensure_website(config, "oar-server", "10.0.0.1", root, run) is True
-    assert ["systemctl", "start", "apache2"] in run.calls
+    assert ["systemctl", "--no-block", "start", "apache2"] in run.calls
     assert "Listen 10.0.0.1:80" in (root / website.PORTS_CONF).read_text()
     site = json.loads((root / SITE).read_text())
     assert site["server"] == {"hostname": "oar-server", "address": "10.0.0.1",
@@ -74,9 +75,9 @@ def test_a_second_run_changes_nothing_and_a_new_address_reloads(root):
     website.ensure_website(config, "oar-server", "10.0.0.1", root, run)
     run.calls.clear()
     assert website.ensure_website(config, "oar-server", "10.0.0.1", root, run) is False
-    assert not [c for c in run.calls if c[1] in ("start", "reload-or-restart")]
+    assert not [c for c in run.calls if c[1] == "--no-block"]
     assert website.ensure_website(config, "oar-server", "10.0.0.9", root, run) is True
-    assert ["systemctl", "reload-or-restart", "apache2"] in run.calls
+    assert ["systemctl", "--no-block", "reload-or-restart", "apache2"] in run.calls
 
 
 def test_oar_web_off_starts_nothing(root):
