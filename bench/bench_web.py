@@ -14,6 +14,8 @@ every figure is measured in this run, on the server VM:
 from __future__ import annotations
 
 import base64
+import json
+import shlex
 import statistics
 import tempfile
 import time
@@ -29,24 +31,35 @@ REFRESHES = 10
 IDLE_S = 20.0
 PAGE_TARGET = 0.5
 API_TARGET = 3.0
-STAT = "head -1 /proc/stat; getconf CLK_TCK"
-
-
-def _busy_seconds(remote: Remote) -> tuple[float, float]:
-    """(the server's busy CPU seconds since boot, when it was read on this machine)."""
-    out = remote.run(STAT, timeout=60).stdout.split()
-    ticks = [int(v) for v in out[1:-1]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / int(out[-1]), time.monotonic()
-
-
-def _cost(remote: Remote, work, repeat: int, idle_rate: float) -> float:
-    """CPU seconds the server spends per `work()`, its idle rate taken off."""
-    busy0, t0 = _busy_seconds(remote)
-    for _ in range(repeat):
-        work()
-    busy1, t1 = _busy_seconds(remote)
-    return max(0.0, (busy1 - busy0) - idle_rate * (t1 - t0)) / repeat
+# Run on the server in one ssh session (a login costs the emulated server seconds of CPU, so
+# none may fall inside a window): its busy CPU from /proc/stat over an idle window, then over
+# REFRESHES page requests and over 3 `oarnodes -J`, each less the idle rate; and the wall time
+# of `oarnodes -J`.
+ON_SERVER = """
+import json, os, statistics, subprocess, time, urllib.request
+def busy():
+    t = [int(x) for x in open('/proc/stat').readline().split()[1:9]]
+    return (sum(t) - t[3] - t[4]) / os.sysconf('SC_CLK_TCK')
+def window(work):
+    b, t = busy(), time.monotonic()
+    work()
+    return busy() - b, time.monotonic() - t
+idle, seconds = window(lambda: time.sleep(IDLE_S))
+rate = idle / seconds
+def cost(work, n):
+    used, seconds = window(lambda: [work() for _ in range(n)])
+    return max(0.0, used - rate * seconds) / n
+def oarnodes():
+    subprocess.run(['oarnodes', '-J'], stdout=subprocess.DEVNULL, check=True)
+def wall(work):
+    t = time.monotonic()
+    work()
+    return time.monotonic() - t
+page = cost(lambda: urllib.request.urlopen('http://127.0.0.1/cluster.json', timeout=300).read(),
+            REFRESHES)
+print(json.dumps({"idle_rate": rate, "page": page, "oarnodes_cpu": cost(oarnodes, 3),
+                  "oarnodes_s": statistics.median(wall(oarnodes) for _ in range(5))}))
+""".replace("IDLE_S", str(IDLE_S)).replace("REFRESHES", str(REFRESHES))
 
 
 def _get(url: str, auth: str | None = None) -> float:
@@ -70,22 +83,15 @@ def run() -> dict:
             remote = Remote(state)
             base = f"http://127.0.0.1:{state.web_port}"
             _get(base + "/cluster.json")  # the first request warms Apache and the caches
-            busy0, t0 = _busy_seconds(remote)
-            time.sleep(IDLE_S)
-            busy1, t1 = _busy_seconds(remote)
-            idle_rate = (busy1 - busy0) / (t1 - t0)
-            page = _cost(remote, lambda: _get(base + "/cluster.json"), REFRESHES, idle_rate)
-            oarnodes_cpu = _cost(remote, lambda: remote.run("oarnodes -J >/dev/null",
-                                                            timeout=120), 3, idle_rate)
+            measured = json.loads(remote.run(f"python3 -c {shlex.quote(ON_SERVER)}",
+                                             timeout=1200).stdout)
             login = f"{account.user}:{account.password}"
             api = statistics.median(_get(base + "/oarapi/resources.json", login)
                                     for _ in range(5))
-            timed = remote.run("TIMEFORMAT=%R; for i in 1 2 3 4 5; do time oarnodes -J "
-                               ">/dev/null; done", timeout=300).stderr.split()
-            oarnodes = statistics.median(float(t) for t in timed)
         finally:
             vcluster(state_dir, "down")
-    # oarnodes_cpu includes the ssh session that runs it: a generous baseline for the page
+    page, oarnodes_cpu = measured["page"], measured["oarnodes_cpu"]
+    idle_rate, oarnodes = measured["idle_rate"], measured["oarnodes_s"]
     page_ratio, api_ratio = page / oarnodes_cpu, api / oarnodes
     return {
         "page_cpu_ms": round(page * 1000), "oarnodes_cpu_ms": round(oarnodes_cpu * 1000),

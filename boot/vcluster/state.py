@@ -170,7 +170,7 @@ def is_ours(pid: int | None, state_dir: Path, proc_root: Path = Path("/proc")) -
     argv = _argv(pid, proc_root)
     if argv[:3] == ["ip", "netns", "exec"]:
         argv = argv[4:]  # started a moment ago: `ip netns exec NS` has not exec'd qemu yet
-    if argv[1:3] == ["-m", FORWARDER] and Path(argv[0]).name.startswith("python3"):
+    if argv[1:3] == ["-m", FORWARDER] and Path(argv[0]).name.startswith("python"):
         pass  # the web port's forwarder (boot.vcluster.forward)
     elif not argv or Path(argv[0]).name not in OUR_PROGRAMS:
         return False
