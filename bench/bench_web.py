@@ -1,10 +1,10 @@
 """Benchmark: the cluster page's server-side cost per refresh and the REST API against oarnodes.
 
 One `oar-vcluster up --nodes 1` (software emulation) from $OAR_LIVE_ISO (else out/oar-live.iso);
-every figure is measured in this run, on the server VM:
-- `page_cpu_ms`: CPU the server spends per refresh of the cluster page (GET /cluster.json
-  through the forwarded web port): the server's busy time from /proc/stat over REFRESHES
-  requests, less its idle rate measured just before over the same kind of window;
+every figure is measured in this run, on the server VM, in one ssh session (ON_SERVER):
+- `page_cpu_ms`: CPU the server spends per refresh of the cluster page (GET /cluster.json on
+  its web port: Apache, the CGI, psql, PostgreSQL): the server's busy time from /proc/stat over
+  REFRESHES requests, less its idle rate (`idle_cpu_ms_per_s`) measured just before;
 - `oarnodes_cpu_ms`: the same for one `oarnodes -J` run on the server (the baseline: what a
   page built on OAR's own command would cost per refresh); target page/oarnodes <= 0.5;
 - `api_resources_s`: wall time of `GET /oarapi/resources.json` (HTTP basic auth, from this
