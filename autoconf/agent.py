@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from autoconf import keyboard, timing
-from autoconf.config import Config, Role, Source, load_config, write_config
+from autoconf.config import Config, Role, Source, Web, load_config, write_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
 from autoconf.outcome import Pending
 from autoconf.prompt import ask
@@ -185,6 +185,8 @@ def summary(config: Config, found: Detection, hostname: str) -> list[tuple[str, 
     ]
     if config.role is Role.NODE and config.server:
         rows.append(("server", config.server))
+    if config.role in (Role.SERVER, Role.SOLO) and config.web is not Web.OFF:
+        rows.append(lines.web_row(cluster_address(found, config.net) or "127.0.0.1"))
     return rows
 
 

@@ -47,6 +47,14 @@ class Role(StrEnum):
     AUTO = "auto"
 
 
+class Web(StrEnum):
+    """Where the server's web tools (cluster page, Monika, Drawgantt, REST API) answer."""
+
+    CLUSTER = "cluster"  # the cluster address and localhost
+    ALL = "all"  # every interface of the server
+    OFF = "off"  # Apache is not started
+
+
 class Source(StrEnum):
     """Where a setting's value came from (shown by `oar-autoconf config`)."""
 
@@ -122,6 +130,13 @@ def _boolean(text: str) -> bool:
     raise ValueError("not 0 or 1")
 
 
+def _web(text: str) -> Web:
+    try:
+        return Web(text.lower())
+    except ValueError:
+        raise ValueError(f"not one of {', '.join(w.value for w in Web)}") from None
+
+
 def _token(text: str) -> str:
     if not _TOKEN_RE.match(text):
         raise ValueError("a token is 1 to 256 printable characters without spaces")
@@ -175,6 +190,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "the server also netboots other machines as nodes"),
     Setting("net", _net, None, "interface name or CIDR",
             "the cluster network, when the machine has several"),
+    Setting("web", _web, Web.CLUSTER, "`cluster`, `all`, `off`",
+            "where the server serves its cluster page, Monika, Drawgantt and the REST API: "
+            "`cluster`: on the cluster network and localhost; `all`: every interface"),
     Setting("autoconf", _boolean, True, "`0` or `1`",
             "`0` turns the agent off (`oar-live-autoconf.service` is skipped)"),
 )}  # fmt: skip
@@ -205,6 +223,7 @@ class Config:
     token: str = _default("token")
     pxe: bool = _default("pxe")
     net: str | None = _default("net")
+    web: Web = _default("web")
     autoconf: bool = _default("autoconf")
     # where each value came from; not part of equality (two configs with the same settings are
     # the same configuration wherever the values came from)
@@ -232,6 +251,7 @@ class Config:
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
         data["role"] = self.role.value
+        data["web"] = self.web.value
         data["sources"] = {key: self.source(key) for key in SETTINGS}
         return data
 

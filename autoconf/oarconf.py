@@ -15,6 +15,13 @@ two database passwords, kept in /etc/oar-live/secrets.yaml:
 
 then writes oar.conf with them. Both files are mode 0600, root only. When secrets.yaml is
 missing at boot the server generates it, so a database created at boot uses fresh passwords.
+
+OAR's web tools read the database as oar_ro with the same password: it is written into
+Monika's /etc/oar/monika.conf and Drawgantt's /etc/oar/drawgantt-config.inc.php (each kept as
+its package installs it: 0600, owner www-data) and into /etc/oar-live/web-db.conf (oar.conf
+syntax, 0640 root:www-data), which the cluster page's data (autoconf.clusterpage) reads.
+`--api-credentials FILE` (the build's `user:` / `password:` file) writes /etc/oar/api-users,
+the REST API's htpasswd (SHA-512 crypt by `openssl passwd -6`, 0640 root:www-data).
 """
 
 from __future__ import annotations
@@ -24,16 +31,20 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from autoconf.config import IMAGE_CONFIG
+from boot import bounded, proc
 from boot.files import write_if_changed
 
 __all__ = [
+    "API_USERS",
+    "WEB_DB_CONF",
     "OAR_CONF",
     "OarConfError",
     "OarSettings",
@@ -48,7 +59,9 @@ __all__ = [
     "read_secrets",
     "render",
     "render_for",
+    "write_api_users",
     "write_oar_conf",
+    "write_web_db_settings",
 ]
 
 TEMPLATE = Path("usr/share/oar/oar-common/oar.conf")
@@ -58,6 +71,14 @@ OAR_CONF_MODE = 0o600  # owner oar, group root: what Debian's oar-common install
 SECRET_MODE = 0o600  # secrets.yaml and the image's config.yaml (the token): root only
 DB_PORT = 5432
 SERVER_PORT = 6666
+MONIKA_CONF = Path("etc/oar/monika.conf")  # oar-web-status: Monika's database settings
+DRAWGANTT_CONF = Path("etc/oar/drawgantt-config.inc.php")  # ... and Drawgantt's
+WEB_DB_CONF = Path("etc/oar-live/web-db.conf")  # the cluster page's (oar.conf syntax)
+API_USERS = Path("etc/oar/api-users")  # the REST API's htpasswd (the package's example path)
+WEB_MODE = 0o640  # web-db.conf, api-users: root, group www-data (Apache reads them)
+WEB_GROUP = "www-data"
+MAX_CREDENTIALS_BYTES = 4096
+_JOB_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 _LINE = re.compile(r'^(?P<key>[A-Z][A-Z0-9_]*)="(?P<value>[^"]*)"\s*$')
 # What may sit between double quotes in a bash file without being interpreted.
@@ -234,6 +255,85 @@ def _chown_to_oar(path: Path, root: Path, owner: int) -> bool:
     return False
 
 
+def write_web_db_settings(found: Secrets, root: Path = Path("/")) -> bool:
+    """The read-only database password in Monika's, Drawgantt's and the cluster page's
+    settings (the first two only when oar-web-status is installed); changed?"""
+    changed = False
+    edits = (
+        (MONIKA_CONF, re.compile(r"^password = .*$", re.M), f"password = {found.db_password_ro}"),
+        (DRAWGANTT_CONF, re.compile(r"^\$CONF\['db_passwd'\]=\"[^\"]*\";", re.M),
+         f"$CONF['db_passwd']=\"{found.db_password_ro}\";"),
+    )
+    for relative, line, replacement in edits:
+        path = root / relative
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise OarConfError(f"cannot read {path}: {exc.strerror}") from None
+        edited, count = line.subn(replacement, text)
+        if count != 1:
+            raise OarConfError(f"{path}: expected one database password line, found {count}")
+        changed |= write_if_changed(path, edited)
+    values = {"DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(DB_PORT), "DB_BASE_NAME": "oar",
+              "DB_BASE_LOGIN_RO": "oar_ro", "DB_BASE_PASSWD_RO": found.db_password_ro}
+    text = "# The OAR database as read by the cluster page (oar-autoconf). Keep private.\n" + (
+        "".join(f'{key}="{value}"\n' for key, value in values.items()))
+    return _write_for_web(root / WEB_DB_CONF, text, root) or changed
+
+
+def read_credentials_file(path: Path) -> tuple[str, str]:
+    """(user, password) from a build's credentials file (`user: ...`, `password: ...`)."""
+    try:
+        text = bounded.text(bounded.read_bytes(path, MAX_CREDENTIALS_BYTES), MAX_CREDENTIALS_BYTES)
+    except (OSError, ValueError) as exc:
+        raise OarConfError(f"cannot read {path}: {exc}") from None
+    values = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    user, password = values.get("user", ""), values.get("password", "")
+    if not _JOB_USER.match(user) or not password or "\n" in password:
+        raise OarConfError(f"{path}: expected a `user:` (a login name) and a `password:` line")
+    return user, password
+
+
+def write_api_users(user: str, password: str, root: Path = Path("/"),
+                    run: Callable[..., Any] = proc.run) -> bool:
+    """The REST API's htpasswd: `user` with `password` (SHA-512 crypt); changed?"""
+    try:
+        hashed = run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n",
+                     timeout=30).stdout.strip()
+    except proc.CommandError as exc:
+        raise OarConfError(f"cannot hash the API password: {exc}") from None
+    if not hashed.startswith("$6$"):
+        raise OarConfError(f"openssl passwd -6 gave no SHA-512 crypt hash: {hashed[:20]!r}")
+    return _write_for_web(root / API_USERS, f"{user}:{hashed}\n", root)
+
+
+def _write_for_web(path: Path, text: str, root: Path) -> bool:
+    """`text` in `path`, mode 0640, group www-data of the system under `root` (when root)."""
+    changed = write_if_changed(path, text, WEB_MODE)
+    if path.stat().st_mode & 0o7777 != WEB_MODE:
+        os.chmod(path, WEB_MODE)
+        changed = True
+    gid = _group_id(root, WEB_GROUP)
+    if gid is not None and os.geteuid() == 0 and path.stat().st_gid != gid:
+        os.chown(path, 0, gid)
+        changed = True
+    return changed
+
+
+def _group_id(root: Path, name: str) -> int | None:
+    try:
+        lines = (root / "etc/group").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) > 2 and fields[0] == name:
+            return int(fields[2])
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build time: the secrets (new ones with --new-secrets) and oar.conf under --root."""
     parser = argparse.ArgumentParser(
@@ -245,8 +345,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw a new cluster token and new database passwords first")
     parser.add_argument("--server-hostname", default="localhost")
     parser.add_argument("--db-host", default="localhost")
+    parser.add_argument("--api-credentials", type=Path, metavar="FILE",
+                        help="only write the REST API's htpasswd for the `user:` and "
+                             "`password:` of FILE (the build's credentials)")
     args = parser.parse_args(argv)
     try:
+        if args.api_credentials is not None:
+            user, password = read_credentials_file(args.api_credentials)
+            changed = write_api_users(user, password, args.root)
+            print(f"REST API account {user}: {'changed' if changed else 'unchanged'}")
+            return 0
         if args.new_secrets:
             new_token(args.root)
             found, generated = new_secrets(args.root), True
@@ -254,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             found, generated = ensure_secrets(args.root)
         text = render_for(OarSettings(args.server_hostname, args.db_host, found), args.root)
         changed = write_oar_conf(text, args.root)
+        changed |= write_web_db_settings(found, args.root)
     except OarConfError as exc:
         print(f"oar-autoconf: {exc}", file=sys.stderr)
         return 1

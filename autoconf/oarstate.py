@@ -41,6 +41,17 @@ _HOST_QUERY = (
     " max(thread)) FROM resources WHERE network_address <> '{host}'))"
 )
 _HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # what may go into the queries above
+# The jobs not finished yet (OAR's states before Terminated/Error), with the hosts they hold.
+JOB_STATES_LIVE = ("Waiting", "Hold", "toLaunch", "toAckReservation", "Launching", "Running",
+                   "Finishing", "Suspended", "Resuming")
+_JOBS_QUERY = (
+    "SELECT coalesce(json_agg(j ORDER BY j.job_id), '[]') FROM ("
+    "SELECT job_id, job_user, job_name, state, start_time,"
+    " (SELECT coalesce(json_agg(DISTINCT r.network_address), '[]')"
+    " FROM assigned_resources a JOIN resources r ON r.resource_id = a.resource_id"
+    " WHERE a.moldable_job_id = jobs.assigned_moldable_job) AS hosts"
+    " FROM jobs WHERE state IN (" + ", ".join(f"'{s}'" for s in JOB_STATES_LIVE) + ")) j"
+)
 _COLUMNS_QUERY = (
     "SELECT coalesce(json_agg(column_name::text ORDER BY column_name), '[]')"
     " FROM information_schema.columns WHERE table_name = 'resources'"
@@ -131,6 +142,13 @@ class Oar:
             return [OarResource.from_row(row) for row in rows]
         except (KeyError, TypeError) as exc:
             raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The jobs not finished yet: id, user, name, state, start time, hosts; by id."""
+        rows = self._query(_JOBS_QUERY, "OAR's jobs")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise OarError("unexpected answer from the OAR database: jobs are not a list")
+        return rows
 
     def columns(self) -> set[str]:
         """The resources table's columns: OAR's own and the properties added with oarproperty.

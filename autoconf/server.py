@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoconf import etchosts, oarconf, timing
+from autoconf import etchosts, oarconf, timing, website
 from autoconf.block import find_block
-from autoconf.config import Config
+from autoconf.config import Config, Web
 from autoconf.detect import Detection, cluster_address
 from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError
@@ -333,6 +333,22 @@ def _start_netboot(netboot: pxe.Netboot, host: ServerHost, config: Config, cmdli
         say("netboot service (PXE)", None, str(exc))
 
 
+def _web_step(config: Config, host: ServerHost, root: Path, run: Runner) -> None:
+    """The web tools (autoconf.website); a failure is reported, the cluster works without."""
+    if config.web is Web.OFF:
+        say("web (page, Monika, API)", False, "oar.web=off")
+        return
+    if not website.installed(root):
+        say("web (page, Monika, API)", False, "not in this image")
+        return
+    try:
+        _step("web (page, Monika, API)",
+              lambda: website.ensure_website(config, host.hostname, host.address, root, run),
+              console.web_page(host.address))
+    except (proc.CommandError, oarconf.OarConfError, OSError) as exc:
+        say("web (page, Monika, API)", None, str(exc))
+
+
 # ----------------------------------------------------------------------------- the role
 
 
@@ -361,6 +377,7 @@ def handle(config: Config, detection: Detection, root: Path = Path("/"),
         _step("oar-server", lambda: ensure_oar_server(root, run, restart=conf_changed))
         _step(console.REGISTRATION_SERVICE, lambda: ensure_registry(host, detection, root, run),
               f"{host.address}:6680")
+        _web_step(config, host, root, run)
         if netboot is not None:
             with timing.step("netboot service"):
                 _start_netboot(netboot, host, config, cmdline, root, run)

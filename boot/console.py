@@ -28,6 +28,8 @@ REGISTRATION_SERVICE = "registration service"  # the server step after which nod
 STEP_WIDTH = 28  # the server's step names, in one column
 ROW_WIDTH = 10  # the summary's row names, in one column
 NOTHING_NOTICEABLE = "nothing noticeable"  # the steps row when no step took noticeable time
+WEB_ROW = "web"  # the summary row of a server: its cluster page's address
+WEB_TOOLS = "cluster page, Monika, Drawgantt, REST API /oarapi/"
 
 # ---- writing them -------------------------------------------------------------------------------
 
@@ -94,6 +96,16 @@ class Step:
     name: str
     seconds: float
     ok: bool = True
+
+
+def web_page(address: str) -> str:
+    """The server's cluster page as people type it: `http://ADDRESS/`."""
+    return f"http://{address}/"
+
+
+def web_row(address: str) -> tuple[str, str]:
+    """The summary row naming the server's cluster page (`read_web_page` reads it back)."""
+    return WEB_ROW, f"{web_page(address)} ({WEB_TOOLS})"
 
 
 def steps_line(steps: Iterable[Step]) -> str:
@@ -175,6 +187,12 @@ def read_pxe(text: str) -> PxeService | None:
         return None
     network, other, interface, http = found[-1].groups()
     return PxeService("authoritative" if network else "proxy", interface, http, network, other)
+
+
+def read_web_page(summary: Summary) -> str | None:
+    """The cluster page's address in a server's summary (its `web` row), or None."""
+    value = summary.rows.get(WEB_ROW, "")
+    return value.split()[0] if value.startswith("http://") else None
 
 
 def read_steps(value: str) -> list[Step]:

@@ -36,7 +36,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from boot import console
 from boot.proc import CommandError, spawn, start
+from boot.vcluster import forward as vforward
 from boot.vcluster import net as vnet
 from boot.vcluster import stage as vstage
 from boot.vcluster import state as vstate
@@ -161,7 +163,38 @@ def up(args: argparse.Namespace) -> ClusterState:
         pid = start_detached(net.inside(spec.argv()), state_dir / f"{machine.name}.qemu.log")
         state = state.with_machine(replace(machine, pid=pid))
         state.save()
+    state = forward_web_port(state, getattr(args, "web_port", 0))
     wait_ready(state, password, args.timeout, started)
+    print(f"cluster page: {web_url(state)} (Monika, Drawgantt, REST API /oarapi/; forwarded "
+          f"from this machine's 127.0.0.1 to the server's {console.web_page(vnet.ip_address(0))})",
+          flush=True)
+    return state
+
+
+def web_url(state: ClusterState) -> str:
+    """The cluster page as this machine's browser opens it."""
+    return f"http://127.0.0.1:{state.web_port}/"
+
+
+def forward_web_port(state: ClusterState, port: int) -> ClusterState:
+    """Bind 127.0.0.1:`port` (0: a free one) here and forward it into the namespace to the
+    server's web port (boot.vcluster.forward); the state records the port and the process."""
+    try:
+        listener = vforward.listen_on_loopback(port)
+    except OSError as exc:
+        raise VClusterError(f"cannot listen on 127.0.0.1:{port} for the cluster page: "
+                            f"{exc.strerror or exc} (give another --web-port)") from None
+    with listener:
+        net = vnet.VirtualNetwork(state.netns, state.state_dir)
+        argv = net.inside([sys.executable, "-m", vstate.FORWARDER, "--listen-fd",
+                           str(listener.fileno()), "--to", f"{vnet.ip_address(0)}:80",
+                           "--pid-file", str(state.state_dir / "forward.pid")])
+        with open(state.state_dir / "forward.log", "ab") as out:
+            pid = start(argv, stdout=out, stderr=out, new_session=True,
+                        pass_fds=(listener.fileno(),),
+                        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])}).pid
+        state = replace(state, web_port=listener.getsockname()[1], forward_pid=pid)
+    state.save()
     return state
 
 
@@ -317,7 +350,7 @@ def down(state_dir: Path, keep_logs: bool, quiet: bool = False) -> None:
     state = vstate.load(state_dir)
     pids = set(vstate.our_processes(state_dir))
     if state is not None:
-        pids |= {p for p in [state.dhcp_pid, *(m.pid for m in state.machines)]
+        pids |= {p for p in [state.dhcp_pid, state.forward_pid, *(m.pid for m in state.machines)]
                  if vstate.is_ours(p, state_dir)}
     vstate.stop_ours(sorted(pids), state_dir)
     removed_netns = False
@@ -356,6 +389,8 @@ def status(args: argparse.Namespace) -> int:
                 m = replace(m, address=remote.address(m))
         print(f"{_describe(m)}  {'running' if m.name in running else 'stopped':<8} {p.stage}"
               + (f" ({p.detail})" if p.detail else ""))
+    if state.web_port and vstate.is_ours(state.forward_pid, state.state_dir):
+        print(f"cluster page: {web_url(state)}")
     result = remote.run("oarnodes -s", timeout=90, check=False)
     print(result.stdout.rstrip() or result.stderr.rstrip())
     return 0 if result.returncode == 0 else 1
@@ -437,6 +472,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--nodes-first", type=float, metavar="SECONDS",
                        help="boot the nodes first and the server once their agents run "
                             "(at most SECONDS later), as a room switched on at once")
+        s.add_argument("--web-port", type=int, default=0,
+                       help="this machine's 127.0.0.1 port for the cluster page (default: a "
+                            "free one, printed)")
         s.add_argument("--pxe", nargs="?", const="authoritative",
                        choices=("authoritative", "proxy"),
                        help="nodes netboot from the server (oar.pxe=1); proxy: beside the "

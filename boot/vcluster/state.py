@@ -61,6 +61,8 @@ class ClusterState:
     nbmin: int = 0
     user: str = "user"
     dhcp_pid: int | None = None
+    web_port: int = 0  # the host's 127.0.0.1 port forwarded to the server's web port
+    forward_pid: int | None = None
     machines: tuple[Machine, ...] = ()
     started: float = field(default_factory=time.time)
 
@@ -150,6 +152,7 @@ def _ignored(path: Path, reason: str) -> None:
 
 
 OUR_PROGRAMS = ("qemu-system-x86_64", "dnsmasq")  # what a cluster runs; never a user's shell
+FORWARDER = "boot.vcluster.forward"  # and `python3 -m` this
 
 
 def _argv(pid: int, proc_root: Path) -> list[str]:
@@ -161,13 +164,15 @@ def _argv(pid: int, proc_root: Path) -> list[str]:
 
 
 def is_ours(pid: int | None, state_dir: Path, proc_root: Path = Path("/proc")) -> bool:
-    """A live qemu or dnsmasq whose command line names a file of the state directory."""
+    """A live qemu, dnsmasq or forwarder whose command line names a file of the state directory."""
     if pid is None:
         return False
     argv = _argv(pid, proc_root)
     if argv[:3] == ["ip", "netns", "exec"]:
         argv = argv[4:]  # started a moment ago: `ip netns exec NS` has not exec'd qemu yet
-    if not argv or Path(argv[0]).name not in OUR_PROGRAMS:
+    if argv[1:3] == ["-m", FORWARDER] and Path(argv[0]).name.startswith("python"):
+        pass  # the web port's forwarder (boot.vcluster.forward)
+    elif not argv or Path(argv[0]).name not in OUR_PROGRAMS:
         return False
     return any(str(state_dir) + "/" in arg for arg in argv[1:])
 

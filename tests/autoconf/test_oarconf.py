@@ -231,3 +231,82 @@ def test_debians_real_file_only_changes_in_our_keys():
     changed = {b.split("=")[0] for b, a in zip(before, after, strict=True) if b != a}
     assert changed <= set(settings.values())
     assert {"DB_HOSTNAME", "DB_BASE_PASSWD", "DB_BASE_PASSWD_RO", "SERVER_HOSTNAME"} <= changed
+
+
+MONIKA = """\
+hostname = 127.0.0.1
+dbport = 5432
+dbtype = psql
+dbname = oar
+username = oar_ro
+password = oar_ro
+"""
+DRAWGANTT = """<?php
+$CONF['db_user']="oar_ro";
+$CONF['db_passwd']="oar_ro";
+$CONF['db_max_job_rows']=20000;
+"""
+
+
+def web_root(tmp_path):
+    for path, text in ((oarconf.MONIKA_CONF, MONIKA), (oarconf.DRAWGANTT_CONF, DRAWGANTT)):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        (tmp_path / path).chmod(0o600)
+    return tmp_path
+
+
+def test_the_web_tools_get_the_read_only_password_and_keep_the_rest(tmp_path):
+    root = web_root(tmp_path)
+    assert oarconf.write_web_db_settings(SECRETS, root) is True
+    monika = (root / oarconf.MONIKA_CONF).read_text()
+    assert f"password = {SECRETS.db_password_ro}\n" in monika and "username = oar_ro" in monika
+    drawgantt = (root / oarconf.DRAWGANTT_CONF).read_text()
+    assert f"$CONF['db_passwd']=\"{SECRETS.db_password_ro}\";" in drawgantt
+    assert "$CONF['db_max_job_rows']=20000;" in drawgantt
+    assert (root / oarconf.MONIKA_CONF).stat().st_mode & 0o777 == 0o600  # as the package has it
+    page = oarconf.parse((root / oarconf.WEB_DB_CONF).read_text())
+    assert page == {"DB_HOSTNAME": "127.0.0.1", "DB_PORT": "5432", "DB_BASE_NAME": "oar",
+                    "DB_BASE_LOGIN_RO": "oar_ro", "DB_BASE_PASSWD_RO": SECRETS.db_password_ro}
+    assert (root / oarconf.WEB_DB_CONF).stat().st_mode & 0o777 == oarconf.WEB_MODE
+    assert oarconf.write_web_db_settings(SECRETS, root) is False
+
+
+def test_a_web_tool_file_without_its_password_line_is_refused(tmp_path):
+    root = web_root(tmp_path)
+    (root / oarconf.MONIKA_CONF).write_text("username = oar_ro\n")
+    with pytest.raises(OarConfError, match="expected one database password line, found 0"):
+        oarconf.write_web_db_settings(SECRETS, root)
+
+
+def test_new_secrets_reach_the_web_tools(tmp_path):
+    root = web_root(tmp_path)
+    (root / oarconf.TEMPLATE).parent.mkdir(parents=True)
+    (root / oarconf.TEMPLATE).write_text('DB_HOSTNAME="localhost"\n')
+    assert oarconf.main(["--root", str(root), "--new-secrets"]) == 0
+    password = oarconf.read_secrets(root).db_password_ro
+    assert f"password = {password}" in (root / oarconf.MONIKA_CONF).read_text()
+
+
+@pytest.mark.spawns  # openssl hashes the password, as at build time
+def test_the_api_htpasswd_holds_the_job_account_with_a_sha512_crypt_hash(tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.write_text("user: alice\npassword: 0123456789abcdef\n")
+    assert oarconf.main(["--root", str(tmp_path), "--api-credentials", str(credentials)]) == 0
+    line = (tmp_path / oarconf.API_USERS).read_text()
+    user, hashed = line.strip().split(":", 1)
+    salt = hashed.split("$")[2]
+    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+                           input="0123456789abcdef\n", capture_output=True, text=True, check=True)
+    assert user == "alice" and hashed == again.stdout.strip()
+    assert (tmp_path / oarconf.API_USERS).stat().st_mode & 0o777 == 0o640
+    assert "0123456789abcdef" not in line
+
+
+@pytest.mark.parametrize("text", ["password: x\n", "user: alice\n", "user: Bad Name\npassword: x\n",
+                                  "user: alice\npassword: " + "x" * 5000 + "\n"])
+def test_a_credentials_file_that_is_not_one_is_refused(tmp_path, text):
+    credentials = tmp_path / "credentials"
+    credentials.write_text(text)
+    with pytest.raises(OarConfError):
+        oarconf.read_credentials_file(credentials)

@@ -125,3 +125,26 @@ def test_a_node_is_added_by_one_oar_process_and_must_get_every_resource(conf):
 @pytest.mark.integration
 def test_the_real_database_has_the_properties_the_registrations_set(oar_server):
     assert {"resource_id", "cpu", "core", "thread", "mem", "host", "cpuset"} <= oar_server.columns()
+
+
+def test_the_jobs_not_finished_are_read_in_one_psql_call_with_their_hosts(conf):
+    jobs = [{"job_id": 3, "job_user": "user", "job_name": None, "state": "Running",
+             "start_time": 1700000000, "hosts": ["node-1"]}]
+    psql = Psql(json.dumps(jobs))
+    assert Oar(conf, psql).jobs() == jobs
+    [(argv, env)] = psql.calls
+    sql = argv[-1]
+    assert argv[argv.index("-U") + 1] == "oar_ro" and env["PGPASSWORD"] == "s3cret"
+    assert "'Running'" in sql and "'Terminated'" not in sql and "assigned_resources" in sql
+
+
+def test_a_jobs_answer_that_is_not_a_list_of_rows_is_an_oar_error(conf):
+    with pytest.raises(OarError, match="jobs are not a list"):
+        Oar(conf, Psql('{"job_id": 1}')).jobs()
+
+
+@pytest.mark.integration
+def test_the_real_database_answers_the_jobs_query(oar_server):
+    jobs = oar_server.jobs()
+    assert isinstance(jobs, list)
+    assert all({"job_id", "job_user", "state", "hosts"} <= set(job) for job in jobs)

@@ -169,3 +169,12 @@ def test_what_images_built_before_printed_still_reads():
     assert console.SERVING.search(earlier)
     assert console.server_steps(earlier) == {console.REGISTRATION_SERVICE: "changed"}
     assert all(console.ANY.search(line) for line in earlier.splitlines())
+
+
+def test_a_server_s_summary_names_its_cluster_page_and_reads_back():
+    name, value = console.web_row("10.77.0.2")
+    assert name == "web" and value.startswith("http://10.77.0.2/ (cluster page, Monika")
+    text = "\n".join(console.summary([("role", "server"), (name, value)], "detection 0.1 s", 40))
+    assert console.read_web_page(console.read_summary(text)) == "http://10.77.0.2/"
+    node = "\n".join(console.summary([("role", "node")], "detection 0.1 s", 40))
+    assert console.read_web_page(console.read_summary(node)) is None

@@ -12,21 +12,24 @@ Each wait polls with a deadline and, on failure, shows the VMs' relevant serial-
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from boot.vcluster import stage as vstage
 from boot.vcluster import state as vstate
 from boot.vcluster.cli import DEMO_JOB
-from boot.vcluster.remote import Remote, RemoteError
+from boot.vcluster.remote import JOB_ID, Remote, RemoteError, read_credentials
 from boot.vcluster.state import ClusterState
-from tests.e2e import oarnodes
+from tests.e2e import browser, oarnodes
 
 pytestmark = pytest.mark.e2e
 
@@ -149,6 +152,84 @@ def test_a_job_on_two_nodes_runs_on_both(cluster):
     assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
     out = cluster.remote.job_output(job)
     assert sorted(out.split()) == sorted(m.oar_hostname for m in cluster.state.nodes), out
+
+
+def web_artefacts(tmp_path_factory) -> Path:
+    """Where the web scenarios leave their screenshots (OAR_LIVE_ARTEFACTS, else pytest's)."""
+    given = os.environ.get("OAR_LIVE_ARTEFACTS")
+    folder = Path(given) if given else tmp_path_factory.mktemp("web")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def curl(*args: str) -> tuple[int, str]:
+    """(HTTP status, body) of one curl request from this machine."""
+    result = subprocess.run(["curl", "-sS", "--max-time", "180", "-w", "\n%{http_code}", *args],
+                            capture_output=True, text=True, check=True)
+    body, _, code = result.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_the_web_tools_show_the_nodes_and_a_running_job_in_a_browser(cluster, tmp_path_factory):
+    if not browser.available():
+        pytest.fail("chromium is not installed (tests/host.txt)")
+    base = f"http://127.0.0.1:{cluster.state.web_port}"
+    hosts = [m.oar_hostname for m in cluster.state.nodes]
+    out = cluster.remote.run("cd && oarsub -l nodes=1 'sleep 900'", timeout=180).stdout
+    job = int(JOB_ID.search(out)[1])
+    folder = web_artefacts(tmp_path_factory)
+    try:
+        cluster.wait(f"job {job} Running", lambda: "Running" in cluster.remote.run(
+            f"oarstat -s -j {job}", timeout=90).stdout, 300, 5)
+        marks = [f'data-key="{h}"' for h in hosts] + [f'data-key="{job}"', 'data-loaded="yes"']
+        page = cluster.wait("the cluster page lists both nodes and the job", lambda: (
+            lambda d: d if all(m in d for m in marks) else None)(browser.dom(base + "/")), 180, 5)
+        for host in hosts:
+            row = re.search(rf'<tr data-key="{host}">(.*?)</tr>', page)[1]
+            assert ">Alive<" in row, row
+        assert "Running" in re.search(rf'<tr data-key="{job}">(.*?)</tr>', page)[1]
+        assert 'href="/monika"' in page and 'href="/drawgantt-svg/"' in page
+        monika = browser.dom(base + "/monika")
+        text = " ".join(re.sub(r"<[^>]*>", " ", monika).split())  # its tables as text
+        assert all(h in text for h in hosts), text[-3000:]
+        assert re.search(rf"\b{job} {cluster.state.user} Running\b", text), text[-3000:]
+        now = int(time.time())
+        gantt = browser.dom(f"{base}/drawgantt-svg/drawgantt-svg.php?start={now - 3600}"
+                            f"&stop={now + 3600}&resource_base=network_address")
+        user = cluster.state.user
+        assert "<svg" in gantt and f"Jobid: {job}|User: {user}|" in gantt, gantt[-3000:]
+        assert all(f"network_address: {h}" in gantt for h in hosts), gantt[-3000:]
+        for name, path in (("cluster-page", "/"), ("monika", "/monika"),
+                           ("drawgantt", "/drawgantt-svg/")):
+            print("screenshot:", browser.screenshot(base + path, folder / f"{name}.png"))
+    finally:
+        cluster.remote.run(f"oardel {job}", timeout=120, check=False)
+
+
+def test_the_rest_api_takes_a_job_from_curl_and_refuses_requests_without_credentials(cluster):
+    api = f"http://127.0.0.1:{cluster.state.web_port}/oarapi"
+    account = read_credentials(Path(cluster.state.iso))
+    login = f"{account.user}:{account.password}"
+    assert curl(f"{api}/resources.json")[0] == 401
+    assert curl("-u", f"{account.user}:not-the-password", f"{api}/resources.json")[0] == 401
+    submit = ["-H", "Content-Type: application/json", "-d",
+              json.dumps({"resource": "/nodes=1", "command": "hostname"}), f"{api}/jobs.json"]
+    assert curl(*submit)[0] == 401
+    # a client's own identity header is not trusted, on the public variant either
+    assert curl("-H", f"X-Remote-Ident: {account.user}", *submit[:-1],
+                f"{api}-public/jobs.json")[0] == 401
+    code, body = curl("-u", login, f"{api}/resources.json")
+    assert code == 200 and all(m.oar_hostname in body for m in cluster.state.nodes), body
+    code, body = curl("-u", login, *submit)
+    assert code in (200, 201, 202), body
+    job = int(json.loads(body)["id"])
+
+    def state() -> str | None:
+        code, body = curl("-u", login, f"{api}/jobs/{job}.json")
+        found = json.loads(body).get("state") if code == 200 else None
+        return found if found in ("Terminated", "Error") else None
+
+    assert cluster.wait(f"API job {job} ended", state, 420, 10) == "Terminated"
 
 
 def test_a_one_core_job_is_confined_to_one_core(cluster, image):

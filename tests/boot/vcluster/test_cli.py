@@ -206,8 +206,11 @@ def test_processes_are_ours_by_program_and_state_dir_not_by_pid_alone(tmp_path):
         12: ["ip", "netns", "exec", "oarvc-1", "qemu-system-x86_64", f"{state_dir}/x"],
         13: ["tail", "-f", f"{state_dir}/server.serial.log"],  # a user watching a log
         14: ["qemu-system-x86_64", "-name", "another", f"{tmp_path}/other/s.log"],
+        15: ["ip", "netns", "exec", "oarvc-1", "/usr/bin/python3", "-m", vstate.FORWARDER,
+             "--pid-file", f"{state_dir}/forward.pid"],  # the web port's forwarder
+        16: ["/usr/bin/python3", "-m", "http.server", f"--directory={state_dir}/"],  # a user's
     })  # fmt: skip
-    assert vstate.our_processes(state_dir, proc) == [10, 11, 12]
+    assert vstate.our_processes(state_dir, proc) == [10, 11, 12, 15]
     assert not vstate.is_ours(99, state_dir, proc) and not vstate.is_ours(None, state_dir, proc)
 
 

@@ -1,0 +1,128 @@
+"""The cluster page's data, /cluster.json: a read-only CGI that reads OAR once per request.
+
+Apache runs it as www-data (`/usr/lib/cgi-bin/oar-live-cluster`) for every refresh of the page
+at / (autoconf/www/index.html). One `psql` read as oar_ro each for the resources and the jobs
+(/etc/oar-live/web-db.conf, which autoconf.oarconf writes), the registered nodes from the
+managed block of /etc/hosts, and what the server role wrote at boot (/run/oar-live/site.json:
+server name and address, nbmin, OAR's version, the job account). It takes no input: any
+method but GET and HEAD is refused, a query string is bounded and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from autoconf import etchosts
+from autoconf.oarconf import WEB_DB_CONF
+from autoconf.oarstate import Oar, OarError, OarResource
+from autoconf.status import cpuset_ranges, summarise
+from boot import bounded
+
+__all__ = ["SITE", "Site", "cluster", "main", "node_rows", "read_site"]
+
+SITE = Path("run/oar-live/site.json")  # written by autoconf.website at boot
+MAX_SITE_BYTES = 16 * 1024
+MAX_QUERY_STRING = 256
+LINKS = {"monika": "/monika", "drawgantt": "/drawgantt-svg/", "api": "/oarapi/",
+         "api_resources": "/oarapi/resources.json", "api_public": "/oarapi-public/"}
+
+Site = dict[str, Any]
+
+
+def read_site(root: Path = Path("/")) -> Site:
+    """What the server role wrote at boot ({} when it has not: the page says so)."""
+    try:
+        data = bounded.load_json(bounded.read_bytes(root / SITE, MAX_SITE_BYTES), MAX_SITE_BYTES)
+    except (OSError, bounded.InputError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def node_rows(resources: list[OarResource], registered: Mapping[str, str]) -> list[dict]:
+    """One row per node OAR has or the registration service registered, sorted by name.
+
+    `stage` is how far the node got that the server can see: `registered` (its name given,
+    no resource in OAR yet), `in OAR` (resources added, not Alive yet), `Alive`.
+    """
+    by_host: dict[str, list[OarResource]] = {}
+    for r in resources:
+        by_host.setdefault(r.host, []).append(r)
+    rows = []
+    statuses = {n.host: n for n in summarise(resources)}
+    for host in sorted(set(by_host) | set(registered)):
+        status = statuses.get(host)
+        mems = [r.mem for r in by_host.get(host, []) if r.mem is not None]
+        if status is None:
+            stage, state = "registered", "-"
+        else:
+            stage, state = ("Alive" if status.alive else "in OAR"), status.state
+        rows.append({
+            "host": host, "address": registered.get(host, ""), "state": state, "stage": stage,
+            "cpus": status.resources if status else 0,
+            "cpusets": cpuset_ranges(status.cpusets) if status else "",
+            "mem_gib": max(mems) if mems else None,
+        })  # fmt: skip
+    return rows
+
+
+def cluster(root: Path = Path("/"), oar: Oar | None = None) -> dict[str, Any]:
+    """The page's data: the server, its nodes, the jobs not finished, readiness, links."""
+    site = read_site(root)
+    oar = oar or Oar(root / WEB_DB_CONF)
+    server = site.get("server") or {}
+    try:
+        hosts = etchosts.parse_block((root / etchosts.HOSTS).read_text())
+    except OSError:
+        hosts = {}
+    registered = {h: a for h, a in hosts.items() if h != server.get("hostname")}
+    nodes = node_rows(oar.resources(), registered)
+    alive = sum(n["stage"] == "Alive" for n in nodes)
+    nbmin = int(site.get("nbmin") or 1)
+    return {
+        "time": int(time.time()), "server": server, "site": {
+            k: site.get(k) for k in ("oar_version", "distribution", "job_user", "role")},
+        "nbmin": nbmin, "alive": alive, "ready": alive >= nbmin,
+        "nodes": nodes, "jobs": oar.jobs(), "links": LINKS,
+    }  # fmt: skip
+
+
+def _reply(out: BinaryIO, status: str, payload: Any, head: bool = False,
+           extra: tuple[str, ...] = ()) -> None:
+    body = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
+    headers = [f"Status: {status}", "Content-Type: application/json; charset=utf-8",
+               "Cache-Control: no-store", f"Content-Length: {len(body)}", *extra]
+    out.write(("\r\n".join(headers) + "\r\n\r\n").encode())
+    if not head:
+        out.write(body)
+    out.flush()
+
+
+def main(environ: Mapping[str, str] = os.environ, root: Path = Path("/"),
+         out: BinaryIO | None = None, oar: Oar | None = None) -> int:
+    """The CGI: one JSON answer on stdout; 0 unless the answer is an error."""
+    out = out or sys.stdout.buffer
+    method = environ.get("REQUEST_METHOD", "GET")
+    if method not in ("GET", "HEAD"):
+        _reply(out, "405 Method Not Allowed", {"error": "only GET and HEAD"},
+               extra=("Allow: GET, HEAD",))
+        return 1
+    if len(environ.get("QUERY_STRING", "")) > MAX_QUERY_STRING:
+        _reply(out, "400 Bad Request", {"error": "query string too long"})
+        return 1
+    try:
+        data = cluster(root, oar)
+    except OarError as exc:
+        _reply(out, "503 Service Unavailable", {"error": str(exc)}, method == "HEAD")
+        return 1
+    _reply(out, "200 OK", data, method == "HEAD")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
