@@ -20,6 +20,7 @@ from typing import Any
 
 from autoconf.config import ConfigError
 from autoconf.detect import HOSTNAME_RE, Detection
+from autoconf.resources import Granularity
 
 __all__ = [
     "SERVER_STATE",
@@ -81,6 +82,7 @@ class RegistrySettings:
     oar_conf: Path = Path("/etc/oar/oar.conf")
     hosts_file: Path = Path("/etc/hosts")
     state_timeout: float = 60.0  # how long oar-server may take to apply a state change
+    granularity: Granularity = Granularity.CPU  # what one resource is (the image's OAR)
 
     @property
     def network(self) -> ipaddress.IPv4Network:

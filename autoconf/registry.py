@@ -55,7 +55,7 @@ from autoconf.registration import (
     is_oar_live_host,
     validate_registration,
 )
-from autoconf.resources import Resource, plan_resources
+from autoconf.resources import Granularity, Resource, image_granularity, plan_resources
 from boot import bounded, console
 
 __all__ = [
@@ -151,7 +151,7 @@ class Registry:
             self._check_claims(host, address, holder, entries, current)
             self.holders[host] = holder
             mine = [r for r in current if r.host == host]
-            kept = _unchanged(detection, host, mine)
+            kept = _unchanged(detection, host, mine, self.settings.granularity)
             if kept is not None:
                 if any(_needs_alive(r) for r in mine):
                     self.oar.set_state(host, "Alive")
@@ -160,7 +160,7 @@ class Registry:
                 if mine:
                     self._retire(host, mine)
                 others = [r for r in current if r.host != host]
-                resources = _plan(detection, host, others)
+                resources = _plan(detection, host, others, self.settings.granularity)
                 for resource in resources:
                     self.oar.add(resource.oarnodesetting_argv())
                 changed = True
@@ -246,18 +246,20 @@ class Registry:
         }
 
 
-def _plan(detection: Detection, host: str, others: list[OarResource]) -> list[Resource]:
+def _plan(detection: Detection, host: str, others: list[OarResource],
+          granularity: Granularity) -> list[Resource]:
     """The resources for `host`, cpu/core/thread ids continuing from the other hosts' maxima."""
     def highest(name: str) -> int:
         return max((getattr(r, name) or 0 for r in others), default=0)
 
     return plan_resources(
         detection, host, cpu_base=highest("cpu"), core_base=highest("core"),
-        thread_base=highest("thread"),
+        thread_base=highest("thread"), granularity=granularity,
     )  # fmt: skip
 
 
-def _unchanged(detection: Detection, host: str, mine: list[OarResource]) -> list[Resource] | None:
+def _unchanged(detection: Detection, host: str, mine: list[OarResource],
+               granularity: Granularity) -> list[Resource] | None:
     """The planned resources when OAR already holds exactly them for `host`, else None."""
     if not mine:
         return None
@@ -267,7 +269,7 @@ def _unchanged(detection: Detection, host: str, mine: list[OarResource]) -> list
 
     planned = plan_resources(
         detection, host, cpu_base=lowest("cpu"), core_base=lowest("core"),
-        thread_base=lowest("thread"),
+        thread_base=lowest("thread"), granularity=granularity,
     )  # fmt: skip
     wanted = sorted(tuple(r.properties()) for r in planned)
     names = [[name for name, _value in r.properties()] for r in planned]
@@ -508,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = read_config(args.root)
         state = ServerState.read(args.root)
-    except ConfigError as exc:
+        granularity = image_granularity(args.root)
+    except (ConfigError, ValueError) as exc:
         print(f"oar-autoconf serve: {exc}", file=sys.stderr)
         return 1
     if not config.token:
@@ -523,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         server=state,
         oar_conf=args.root / "etc/oar/oar.conf",
         hosts_file=args.root / etchosts.HOSTS,
+        granularity=granularity,
     )
     registry = Registry(settings, Oar(settings.oar_conf))
     try:
