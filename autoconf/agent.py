@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from autoconf import keyboard, timing
+from autoconf import keyboard, timing, units
 from autoconf.config import Config, Role, Source, load_config, write_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
 from autoconf.outcome import Pending
 from autoconf.prompt import ask
 from autoconf.resources import image_granularity, oar_mem_gib, plan_resources
 from boot import console as lines
+from boot import proc
 from boot.cmdline import read_cmdline
 from boot.proc import CommandError
 
@@ -53,6 +54,7 @@ class Console:
     find_server: Callable[[Config, float], str | None] | None = None  # role auto
     server_handle: Callable[[Config, Detection], str] | None = None
     node_handle: Callable[[Config, Detection], str] | None = None
+    run: Callable[..., object] = proc.run  # the agent's own commands (masking units)
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -155,6 +157,10 @@ def _action(console: Console, role: str, cmdline: str) -> Callable[[Config, Dete
 def role_actions(config: Config, found: Detection, console: Console, cmdline: str) -> str:
     """Run the role; returns this machine's hostname in the cluster."""
     try:
+        masked = units.mask_unwanted(config.role, console.root, console.run)
+        if masked:
+            console.say(lines.info(f"not this machine's role, masked for this boot: "
+                                   f"{', '.join(masked)}"))
         if config.role is Role.SERVER:
             return _action(console, "server", cmdline)(config, found)
         if config.role is Role.NODE:

@@ -165,6 +165,8 @@ def test_trixie_boots_on_cgroup_v2_with_oar_2_6s_systemd_job_manager(tmp_path):
     assert "/etc/oar/dont_reboot" in trixie
     assert "pam-auth-update --package --remove oar-node" in trixie
     assert "systemctl mask oar.target oar-node-script.service" in trixie
+    assert "unit=/usr/local/lib/systemd/system/oar-node.service" in trixie  # below /run's masks
+    assert "> /etc/systemd/system/oar-node.service" not in trixie
     assert "postgresql oar-server oar-server-pgsql" in trixie
     bookworm = _dry_run(RECIPE, tmp_path, **ALL_OUTPUTS)
     assert bookworm.count("systemd.unified_cgroup_hierarchy=0") >= 6   # every boot entry
