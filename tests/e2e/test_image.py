@@ -35,7 +35,7 @@ def _oar_ready(image, vm: VM) -> None:
     N-1, on one host."""
     wanted = ("postgresql.service", *image.units(units.SERVER_UNITS + units.NODE_UNITS))
     _, active = vm.run(f"systemctl is-active {' '.join(wanted)}", 30, check=False)
-    assert active.split() == ["active"] * len(wanted), dict(zip(wanted, active.split(), strict=False))
+    assert active.split() == ["active"] * len(wanted), f"{wanted}: {active}"
     _, cpus = vm.run("nproc --all", 30)
     _, out = vm.run("oarnodes", 60)
     resources = oarnodes.parse(out)
