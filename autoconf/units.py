@@ -5,8 +5,10 @@ oar-server on a server and oar-node on a node, each bringing its timer (oar-acco
 wanted by oar-server.service, oar-nodecheck.timer by oar-node.service; OAR 2.5 has no timers).
 So that nothing starts the other role's units later (a dependency, a package trigger, a
 `systemctl start` typed by hand: a node must never run oar-server and its accounting against
-the cluster's database), they are masked for this boot only (`systemctl mask --runtime --now`:
-a symlink to /dev/null in /run/systemd/system, which a live system forgets at shutdown anyway).
+the cluster's database), they are masked for this boot only (`systemctl mask --runtime`: a
+symlink to /dev/null in /run/systemd/system, which a live system forgets at shutdown anyway),
+before the role starts anything (none of them runs then: all are disabled in the image; and
+a unit that does not exist, OAR 2.5's timers, can be masked but not stopped).
 A solo machine is both and masks nothing. oar.target and oar-node-script.service are masked in
 the image for every role.
 """
@@ -46,7 +48,7 @@ def masked(unit: str, root: Path = Path("/")) -> bool:
 
 
 def mask_unwanted(role: Role, root: Path = Path("/"), run: Runner = proc.run) -> list[str]:
-    """Mask (and stop) the units `role` must not run; the ones this call masked.
+    """Mask the units `role` must not run; the ones this call masked.
 
     Nothing without systemd running (root/run/systemd/system absent: a chroot, a test tree).
     """
@@ -54,5 +56,5 @@ def mask_unwanted(role: Role, root: Path = Path("/"), run: Runner = proc.run) ->
         return []
     todo = [unit for unit in unwanted(role) if not masked(unit, root)]
     if todo:
-        run(["systemctl", "mask", "--runtime", "--now", *todo], timeout=120)
+        run(["systemctl", "mask", "--runtime", *todo], timeout=120)
     return todo
