@@ -108,14 +108,18 @@ def run() -> dict:
             def built(name: str = name, isos: list[Path] = isos) -> dict:
                 result, iso = build(name, tmp)
                 isos.append(iso)
+                _say(f"{name}: {result}")
+                return {f"{name}_{key}": value for key, value in result.items()}
+
+            def booted(name: str = name, isos: list[Path] = isos) -> dict:
+                result = boot_solo(name, isos[0], tmp)
+                _say(f"{name}: {result}")
                 return {f"{name}_{key}": value for key, value in result.items()}
 
             _say(f"{name}: full build (--no-checkpoint)")
             if _measure(f"{name}_build", built, figures, verdicts):
                 _say(f"{name}: solo boot to Alive and a job, under TCG")
-                _measure(f"{name}_boot", lambda name=name, iso=isos[0]: {
-                    f"{name}_{k}": v for k, v in boot_solo(name, iso, tmp).items()},
-                    figures, verdicts)
+                _measure(f"{name}_boot", booted, figures, verdicts)
         for key in FIGURES:
             new, old = figures.get(f"trixie_{key}"), figures.get(f"bookworm_{key}")
             if new is None or not old:
