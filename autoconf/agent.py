@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from autoconf import keyboard, timing
+from autoconf import keyboard, timing, units
 from autoconf.config import Config, Role, Source, Web, load_config, write_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
 from autoconf.outcome import Pending
 from autoconf.prompt import ask
-from autoconf.resources import oar_mem_gib, plan_resources
+from autoconf.resources import image_granularity, oar_mem_gib, plan_resources
 from boot import console as lines
+from boot import proc
 from boot.cmdline import read_cmdline
 from boot.proc import CommandError
 
@@ -53,6 +54,7 @@ class Console:
     find_server: Callable[[Config, float], str | None] | None = None  # role auto
     server_handle: Callable[[Config, Detection], str] | None = None
     node_handle: Callable[[Config, Detection], str] | None = None
+    run: Callable[..., object] = proc.run  # the agent's own commands (masking units)
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -155,6 +157,10 @@ def _action(console: Console, role: str, cmdline: str) -> Callable[[Config, Dete
 def role_actions(config: Config, found: Detection, console: Console, cmdline: str) -> str:
     """Run the role; returns this machine's hostname in the cluster."""
     try:
+        masked = units.mask_unwanted(config.role, console.root, console.run)
+        if masked:
+            console.say(lines.info(f"not this machine's role, masked for this boot: "
+                                   f"{', '.join(masked)}"))
         if config.role is Role.SERVER:
             return _action(console, "server", cmdline)(config, found)
         if config.role is Role.NODE:
@@ -171,17 +177,22 @@ def role_actions(config: Config, found: Detection, console: Console, cmdline: st
         raise StepFailed(f"the {config.role.value} role failed: {exc}") from None
 
 
-def summary(config: Config, found: Detection, hostname: str) -> list[tuple[str, str]]:
+def summary(config: Config, found: Detection, hostname: str,
+            root: Path = Path("/")) -> list[tuple[str, str]]:
     """The rows of the summary ending a boot: what this machine is in the cluster."""
-    plan = plan_resources(found, hostname)
-    cpusets = ",".join(str(r.cpuset) for r in plan)
+    try:
+        plan = plan_resources(found, hostname, granularity=image_granularity(root))
+        cpusets = " ".join(r.cpuset for r in plan)
+        resources = (f"{len(plan)} (cpusets {cpusets}; {found.sockets} socket(s), "
+                     f"{found.cores} core(s), mem={oar_mem_gib(found.mem_mib)} GiB)")
+    except ValueError as exc:  # the image's OAR version is unknown
+        resources = f"unknown: {exc}"
     boot_if = f" ({found.boot_interface})" if found.boot_interface else ""
     rows = [
         ("role", config.role.value),
         ("hostname", hostname),
         ("address", (cluster_address(found, config.net) or "none") + boot_if),
-        ("resources", f"{len(plan)} (cpusets {cpusets}; {found.sockets} socket(s), "
-                      f"{found.cores} core(s), mem={oar_mem_gib(found.mem_mib)} GiB)"),
+        ("resources", resources),
     ]
     if config.role is Role.NODE and config.server:
         rows.append(("server", config.server))
@@ -214,15 +225,16 @@ def boot(console: Console) -> int:
         hostname = role_actions(config, found, console, cmdline)
     except Pending as exc:
         console.say(lines.info(str(exc)))
-        for line in lines.summary(summary(config, found, found.hostname), timing.BOOT.line(),
-                                  time.monotonic() - started, joined=False):
+        rows = summary(config, found, found.hostname, console.root)
+        for line in lines.summary(rows, timing.BOOT.line(), time.monotonic() - started,
+                                  joined=False):
             console.say(line)
         return 0
     except StepFailed as exc:
         for line in lines.failed(str(exc), timing.BOOT.line()):
             console.say(line)
         return 1
-    for line in lines.summary(summary(config, found, hostname), timing.BOOT.line(),
+    for line in lines.summary(summary(config, found, hostname, console.root), timing.BOOT.line(),
                               time.monotonic() - started):
         console.say(line)
     return 0

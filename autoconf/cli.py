@@ -18,7 +18,14 @@ from pathlib import Path
 
 from autoconf.config import SETTINGS, ConfigError, load_config, read_config
 from autoconf.detect import Detection, DetectionError, cluster_address, detect
-from autoconf.resources import oar_mem_gib, plan_resources
+from autoconf.resources import (
+    OAR_VERSIONS,
+    Granularity,
+    granularity_of,
+    image_granularity,
+    oar_mem_gib,
+    plan_resources,
+)
 from boot.cmdline import read_cmdline
 
 # subcommand -> (module, function, help): each takes the remaining arguments
@@ -61,14 +68,21 @@ def cmd_detect(args: argparse.Namespace) -> int:
         found = detect(args.root, args.net, read_cmdline(args.root))
     except DetectionError as exc:
         return die(str(exc), "is --root a machine root with sys/ and proc/?")
-    commands = [r.oarnodesetting_argv() for r in plan_resources(found, found.hostname)]
+    try:
+        granularity = (granularity_of(args.oar_version) if args.oar_version
+                       else image_granularity(args.root))
+    except ValueError as exc:
+        return die(str(exc))
+    plan = plan_resources(found, found.hostname, granularity=granularity)
+    commands = [r.oarnodesetting_argv() for r in plan]
     if args.json:
         json.dump({"detection": found.to_json(), "oarnodesetting": commands}, sys.stdout,
                   indent=2)
         print()
         return 0
     print("\n".join(describe(found, args.net)))
-    print("\noarnodesetting commands for an empty OAR database:")
+    per = "physical core" if granularity is Granularity.CORE else "logical CPU"
+    print(f"\noarnodesetting commands for an empty OAR database (a resource per {per}):")
     for argv in commands:
         print("  " + shlex.join(argv))
     return 0
@@ -122,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
                           help="read sys/ and proc/ under DIR (a captured tree)", metavar="DIR")
     detect_p.add_argument("--net", default=None, help="the cluster network (oar.net)")
     detect_p.add_argument("--json", action="store_true", help="machine-readable output")
+    detect_p.add_argument("--oar-version", choices=sorted(OAR_VERSIONS), default=None,
+                          help="number resources as this OAR does (default: the image's, "
+                               "DIR/etc/oar-live/oar-version)")
     detect_p.set_defaults(func=cmd_detect)
     config_p = sub.add_parser("config", help="print the effective configuration")
     config_p.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)

@@ -64,7 +64,7 @@ def node_rows(resources: list[OarResource], registered: Mapping[str, str]) -> li
             stage, state = ("Alive" if status.alive else "in OAR"), status.state
         rows.append({
             "host": host, "address": registered.get(host, ""), "state": state, "stage": stage,
-            "cpus": status.resources if status else 0,
+            "cpus": len(status.cpusets) if status else 0,
             "cpusets": cpuset_ranges(status.cpusets) if status else "",
             "mem_gib": max(mems) if mems else None,
         })  # fmt: skip

@@ -53,7 +53,7 @@ class DetectionError(Exception):
 
 @dataclass(frozen=True)
 class Cpu:
-    cpu: int  # N of /sys/devices/system/cpu/cpuN (online only): OAR's cpuset id
+    cpu: int  # N of /sys/devices/system/cpu/cpuN (online only): what OAR cpusets list
     socket: int  # physical_package_id; -1 when the kernel does not know it
     core: int  # core_id, numbered within the socket (may have gaps)
     thread: int  # index of this logical CPU among its core's hyperthreads (0, 1, ...)

@@ -19,9 +19,9 @@ from autoconf.resources import PROPERTIES, Resource
 
 __all__ = ["ADD_SCRIPT", "add_argv", "parse_ids"]
 
-# The arguments: host, state, then one "name=value,name=value" list per resource. OAR::IO
+# The arguments: host, state, then one "name=value;name=value" list per resource. OAR::IO
 # quotes nothing (it builds SQL by interpolation, as in oarnodesetting): add_argv only passes
-# the host names and integers checked below.
+# the host names, integers and cpusets (integers joined by ",") checked below.
 ADD_SCRIPT = r"""
 use strict;
 use warnings;
@@ -42,7 +42,7 @@ eval {
     foreach my $spec (@specs) {
         my $id = OAR::IO::add_resource($base, $host, $state);
         push(@ids, $id);
-        foreach my $pair (split(/,/, $spec)) {
+        foreach my $pair (split(/;/, $spec)) {
             my ($name, $value) = split(/=/, $pair, 2);
             push(@{$by_value{$name}{$value}}, $id);
         }
@@ -68,6 +68,10 @@ print("$_\n") foreach @ids;
 
 _HOST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STATES = ("Alive", "Absent")
+_NUMBER = re.compile(r"\d{1,9}")
+# thread is absent on OAR 2.6 (a resource is a core); its cpuset lists the core's CPUs.
+_VALUE = {"cpu": _NUMBER, "core": _NUMBER, "thread": _NUMBER, "mem": _NUMBER,
+          "cpuset": re.compile(r"\d{1,5}(,\d{1,5}){0,255}")}
 
 
 def add_argv(host: str, resources: Sequence[Resource], state: str = "Absent") -> list[str]:
@@ -79,11 +83,12 @@ def add_argv(host: str, resources: Sequence[Resource], state: str = "Absent") ->
         if resource.host != host:
             raise ValueError(f"resource of {resource.host} in {host}'s transaction")
         pairs = resource.properties()
-        if [name for name, _ in pairs] != list(PROPERTIES) or not all(
-            value.isdigit() for name, value in pairs if name != "host"
+        names = [name for name, _ in pairs]
+        if names not in (list(PROPERTIES), [n for n in PROPERTIES if n != "thread"]) or not all(
+            _VALUE[name].fullmatch(value) for name, value in pairs if name != "host"
         ):
             raise ValueError(f"unexpected properties {pairs!r}")
-        specs.append(",".join(f"{name}={value}" for name, value in pairs))
+        specs.append(";".join(f"{name}={value}" for name, value in pairs))
     return ["runuser", "-u", "oar", "--", "perl", "-e", ADD_SCRIPT, host, state, *specs]
 
 

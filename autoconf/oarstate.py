@@ -73,7 +73,7 @@ class OarResource:
     cpu: int | None
     core: int | None
     thread: int | None
-    cpuset: int
+    cpuset: str  # as OAR stores it: "3", or "0,4" for a core of OAR 2.6
     mem: int | None
 
     @classmethod
@@ -90,7 +90,7 @@ class OarResource:
             cpu=number("cpu"),
             core=number("core"),
             thread=number("thread"),
-            cpuset=int(row.get("cpuset") or 0),
+            cpuset=str(row.get("cpuset") or "0"),
             mem=number("mem"),
         )
 

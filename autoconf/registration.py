@@ -20,6 +20,7 @@ from typing import Any
 
 from autoconf.config import ConfigError
 from autoconf.detect import HOSTNAME_RE, Detection
+from autoconf.resources import Granularity
 
 __all__ = [
     "CHECKS_FILE",
@@ -84,6 +85,7 @@ class RegistrySettings:
     hosts_file: Path = Path("/etc/hosts")
     state_timeout: float = 60.0  # how long oar-server may take to apply a state change
     checks_file: Path | None = None  # where the last check of each node is written
+    granularity: Granularity = Granularity.CPU  # what one resource is (the image's OAR)
 
     @property
     def network(self) -> ipaddress.IPv4Network:

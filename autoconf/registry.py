@@ -71,7 +71,7 @@ from autoconf.registration import (
     is_oar_live_host,
     validate_registration,
 )
-from autoconf.resources import Resource, plan_resources
+from autoconf.resources import Granularity, Resource, image_granularity, plan_resources
 from boot import bounded, console
 from boot.files import write_if_changed
 
@@ -193,7 +193,7 @@ class Registry:
             entries = self._entries()
             self._check_claims(host, address, holder, entries)
             self.holders[host] = holder
-            kept = _unchanged(detection, host, mine)
+            kept = _unchanged(detection, host, mine, self.settings.granularity)
             if kept is not None:
                 resources, changed = kept, False
                 waiting = any(_needs_alive(r) for r in mine)
@@ -201,7 +201,8 @@ class Registry:
                 if mine:
                     self._retire(host, mine)
                 resources = plan_resources(detection, host, cpu_base=top["cpu"],
-                                           core_base=top["core"], thread_base=top["thread"])
+                                           core_base=top["core"], thread_base=top["thread"],
+                                           granularity=self.settings.granularity)
                 self.oar.add_node(host, resources, "Absent")
                 changed, waiting = True, True
             hosts = self._remember(host, address, entries)
@@ -359,7 +360,8 @@ class Registry:
         }
 
 
-def _unchanged(detection: Detection, host: str, mine: list[OarResource]) -> list[Resource] | None:
+def _unchanged(detection: Detection, host: str, mine: list[OarResource],
+               granularity: Granularity) -> list[Resource] | None:
     """The planned resources when OAR already holds exactly them for `host`, else None."""
     if not mine:
         return None
@@ -369,7 +371,7 @@ def _unchanged(detection: Detection, host: str, mine: list[OarResource]) -> list
 
     planned = plan_resources(
         detection, host, cpu_base=lowest("cpu"), core_base=lowest("core"),
-        thread_base=lowest("thread"),
+        thread_base=lowest("thread"), granularity=granularity,
     )  # fmt: skip
     wanted = sorted(tuple(r.properties()) for r in planned)
     names = [[name for name, _value in r.properties()] for r in planned]
@@ -616,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = read_config(args.root)
         state = ServerState.read(args.root)
-    except ConfigError as exc:
+        granularity = image_granularity(args.root)
+    except (ConfigError, ValueError) as exc:
         print(f"oar-autoconf serve: {exc}", file=sys.stderr)
         return 1
     if not config.token:
@@ -632,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         oar_conf=args.root / "etc/oar/oar.conf",
         hosts_file=args.root / etchosts.HOSTS,
         checks_file=args.root / CHECKS_FILE,
+        granularity=granularity,
     )
     registry = Registry(settings, Oar(settings.oar_conf))
     try:

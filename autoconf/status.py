@@ -21,6 +21,7 @@ from autoconf.config import ConfigError, read_config
 from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError, OarResource
 from autoconf.registration import CHECKS_FILE
+from autoconf.resources import cpuset_cpus
 
 __all__ = ["NodeStatus", "cpuset_ranges", "is_ready", "main", "read_problems", "summarise"]
 
@@ -30,7 +31,7 @@ class NodeStatus:
     host: str
     state: str  # the common state of its resources, or "Mixed"
     resources: int
-    cpusets: tuple[int, ...]
+    cpusets: tuple[int, ...]  # the Linux CPUs of all its resources
     suspected: int = 0  # how many of its resources are Suspected
 
     @property
@@ -62,9 +63,18 @@ def summarise(resources: Iterable[OarResource]) -> list[NodeStatus]:
     for host, mine in sorted(by_host.items()):
         states = {r.state for r in mine}
         state = states.pop() if len(states) == 1 else "Mixed"
-        nodes.append(NodeStatus(host, state, len(mine), tuple(sorted(r.cpuset for r in mine)),
+        cpus = sorted({n for r in mine for n in _cpus(r.cpuset)})
+        nodes.append(NodeStatus(host, state, len(mine), tuple(cpus),
                                 sum(r.state == "Suspected" for r in mine)))
     return nodes
+
+
+def _cpus(cpuset: str) -> tuple[int, ...]:
+    """The CPUs of a resource's cpuset; none for a value OAR Live did not write."""
+    try:
+        return cpuset_cpus(cpuset)
+    except ValueError:
+        return ()
 
 
 def is_ready(nodes: list[NodeStatus], nbmin: int) -> bool:

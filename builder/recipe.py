@@ -12,6 +12,7 @@ from builder.errors import RecipeError
 from builder.yamlpos import PosDict, PosList, line_of, load_yaml
 
 MANDATORY_GLOBALS = ("distrib", "arch", "output", "workdir_base")
+SECTIONS = ("global", "choices", "aliases", "steps")
 BUILTIN_VARIABLES = ("workdir", "build_dir", "recipe_dir", "recipe_name", "cwd", "python")
 # A failing microstep is also encoded in the script's exit status (1..MAX_MICROSTEPS), so a
 # macrostep cannot hold more microsteps than that; statuses above are left to bash and signals.
@@ -137,9 +138,9 @@ def load_recipe(path: Path, overrides: dict[str, str] | None = None) -> Recipe:
     if not isinstance(doc, PosDict):
         raise RecipeError("a recipe is a mapping with 'global' and 'steps'", path, line_of(doc, 1))
     for key in doc:
-        if key not in ("global", "aliases", "steps"):
-            raise RecipeError(f"unknown recipe section '{key}' (expected 'global', 'aliases' "
-                              "and 'steps')", path, doc.key_lines[key])
+        if key not in SECTIONS:
+            raise RecipeError(f"unknown recipe section '{key}' (expected 'global', 'choices', "
+                              "'aliases' and 'steps')", path, doc.key_lines[key])
     glob = doc.get("global")
     if not isinstance(glob, PosDict):
         raise RecipeError("missing or malformed 'global' mapping", path,
@@ -162,6 +163,11 @@ def load_recipe(path: Path, overrides: dict[str, str] | None = None) -> Recipe:
     if missing:
         raise RecipeError(f"missing mandatory global variable(s): {', '.join(missing)}", path,
                           glob.line)
+    for name, accepted in _choices(doc, variables, path).items():
+        value = _scalar_text(variables[name]) if not isinstance(variables[name], list) else None
+        if value not in accepted:
+            raise RecipeError(_refusal(name, variables[name], accepted, path), path,
+                              doc["choices"].key_lines[name])
 
     distrib = str(variables["distrib"])
     search = _search_path(path.parent, distrib)
@@ -180,6 +186,44 @@ def load_recipe(path: Path, overrides: dict[str, str] | None = None) -> Recipe:
         macrosteps.append(macro)
     return Recipe(path=path, name=path.stem, variables=variables, variable_lines=lines,
                   macrosteps=tuple(macrosteps), search_path=search)
+
+
+def _choices(doc: PosDict, variables: dict[str, Any], path: Path) -> dict[str, tuple[str, ...]]:
+    """The recipe's `choices:` section: knob -> the values it may take."""
+    section = doc.get("choices")
+    if section is None:
+        return {}
+    if not isinstance(section, PosDict):
+        raise RecipeError("'choices' must map variables to the lists of values they may take",
+                          path, doc.key_lines["choices"])
+    found: dict[str, tuple[str, ...]] = {}
+    for name, values in section.items():
+        line = section.key_lines[name]
+        if name not in variables:
+            raise RecipeError(f"choices: '{name}' is not a global variable of the recipe",
+                              path, line)
+        if not isinstance(values, list) or not values or any(
+                isinstance(v, (dict, list)) or v is None for v in values):
+            raise RecipeError(f"choices: '{name}' must list the values it may take", path, line)
+        found[name] = tuple(_scalar_text(v) for v in values)
+    return found
+
+
+def _refusal(name: str, value: Any, accepted: tuple[str, ...], path: Path) -> str:
+    """Why `name=value` is refused, and which recipe beside this one takes that value."""
+    shown = ",".join(map(str, value)) if isinstance(value, list) else _scalar_text(value)
+    message = (f"{name} '{shown}' is not supported by this recipe "
+               f"(choices: {', '.join(accepted)})")
+    for other in sorted(path.parent.glob("*.yaml")):
+        if other == path or isinstance(value, list):
+            continue
+        try:
+            choices = load_yaml(other).get("choices")
+        except (RecipeError, AttributeError):
+            continue
+        if isinstance(choices, dict) and shown in map(_scalar_text, choices.get(name) or ()):
+            return f"{message}; {other.name} beside it takes {name}={shown}"
+    return message
 
 
 def _override_value(value: str) -> Any:

@@ -70,6 +70,16 @@ def two_sockets_four_cores_ht() -> FakeMachine:
     return FakeMachine(_cpus(2, 4, 2, core_ids=[0, 1, 9, 10]), mem_kib=65_747_968)
 
 
+def one_socket_four_cores_ht() -> FakeMachine:
+    """4 cores x 2 threads, siblings N and N+4 (Intel's numbering: first threads, then seconds)."""
+    return FakeMachine(_cpus(1, 4, 2), mem_kib=16_303_340)
+
+
+def adjacent_siblings() -> FakeMachine:
+    """4 cores x 2 threads, siblings 2N and 2N+1 (AMD's and many VMs' numbering)."""
+    return FakeMachine(tuple(FakeCpu(n, 0, n // 2) for n in range(8)), mem_kib=16_303_340)
+
+
 def interleaved_sockets() -> FakeMachine:
     """cpu0 on socket 0, cpu1 on socket 1, cpu2 on socket 0, ... (many AMD and Dell boards)."""
     return FakeMachine(_cpus(2, 4, 1, interleaved=True), mem_kib=32_858_344)
@@ -94,6 +104,8 @@ LAYOUTS = {
     "1x1": one_socket_one_core,
     "2x2": two_sockets_two_cores,
     "2x4-ht": two_sockets_four_cores_ht,
+    "1x4-ht": one_socket_four_cores_ht,
+    "1x4-ht-adjacent": adjacent_siblings,
     "interleaved": interleaved_sockets,
     "offline": one_cpu_offline,
     "vm": this_kind_of_vm,
@@ -113,6 +125,14 @@ def cpu_list(ids: list[int]) -> str:
             start = n
         prev = n
     return ",".join(parts)
+
+
+def cpu_mask(ids: list[int], count: int) -> str:
+    """The kernel's mask format (the files without _list, which hwloc reads): 32-bit hex words,
+    most significant first, comma-separated: cpus 0 and 4 of 8 are `00000011`."""
+    value = sum(1 << n for n in ids)
+    words = max(1, (count + 31) // 32)
+    return ",".join(f"{(value >> (32 * w)) & 0xFFFFFFFF:08x}" for w in reversed(range(words)))
 
 
 def _write(root: Path, rel: str, text: str) -> None:
@@ -177,6 +197,9 @@ def build_root(root: Path, machine: FakeMachine) -> Path:
         _write(root, f"{d}/topology/core_cpus_list", cpu_list(siblings) + "\n")
         _write(root, f"{d}/topology/core_siblings_list", cpu_list(package) + "\n")
         _write(root, f"{d}/topology/package_cpus_list", cpu_list(package) + "\n")
+        for name, ids in (("thread_siblings", siblings), ("core_cpus", siblings),
+                          ("core_siblings", package), ("package_cpus", package)):
+            _write(root, f"{d}/topology/{name}", cpu_mask(ids, len(machine.cpus)) + "\n")
     _write(root, "proc/cpuinfo", _cpuinfo(online, machine.cpus))
     _write(root, "proc/meminfo",
            f"MemTotal:       {machine.mem_kib} kB\nMemFree:        {machine.mem_kib // 2} kB\n"

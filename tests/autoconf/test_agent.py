@@ -57,6 +57,19 @@ def make_console(tmp_path, cmdline, roles, found=None, **kw):
     return console, out
 
 
+def test_an_oar_26_image_shows_one_resource_per_core_with_its_hyperthreads(tmp_path):
+    root = build_root(tmp_path / "root", fakeroot.one_socket_four_cores_ht())
+    (root / "etc/oar-live").mkdir(parents=True)
+    (root / "etc/oar-live/oar-version").write_text("2.6\n")
+    out = io.StringIO()
+    roles = Roles()
+    console = Console(root=root, cmdline="oar.role=server oar.timeout=0", out=out,
+                      server_handle=roles.server, node_handle=roles.node,
+                      find_server=lambda config, wait: None, apply_keymap=keymaps([]))
+    assert boot(console) == 0
+    assert "resources  4 (cpusets 0,4 1,5 2,6 3,7; 1 socket(s), 4 core(s)" in out.getvalue()
+
+
 def test_autoconf_off_does_nothing_but_say_so(tmp_path):
     roles = Roles()
     console, out = make_console(tmp_path, "quiet oar.autoconf=0 oar.role=server", roles)
@@ -76,7 +89,7 @@ def test_server_role_from_the_kernel_line(tmp_path):
     screen = out.getvalue()
     assert "role       server" in screen
     assert "address    10.0.0.5 (eth0)" in screen
-    assert "resources  4 (cpusets 0,1,2,3; 2 socket(s), 4 core(s), mem=16 GiB)" in screen
+    assert "resources  4 (cpusets 0 1 2 3; 2 socket(s), 4 core(s), mem=16 GiB)" in screen
     saved = json.loads((console.root / "run/oar-live/config.json").read_text())
     assert saved["role"] == "server" and saved["sources"]["role"] == "cmdline"
 

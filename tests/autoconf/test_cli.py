@@ -34,6 +34,31 @@ def test_detect_json(tmp_path, capsys):
     assert data["oarnodesetting"][4][-4:] == ["-p", "cpuset=8", "-p", "mem=63"]
 
 
+def test_detect_numbers_resources_as_the_images_oar_does(tmp_path, capsys):
+    root = build_root(tmp_path, fakeroot.one_socket_four_cores_ht())
+    (root / "etc/oar-live").mkdir(parents=True)
+    (root / "etc/oar-live/oar-version").write_text("2.6\n")
+    assert cli.main(["detect", "--root", str(root), "--json"]) == 0
+    commands = json.loads(capsys.readouterr().out)["oarnodesetting"]
+    assert [argv[argv.index("-p", 9) + 1] for argv in commands] == [
+        "cpuset=0,4", "cpuset=1,5", "cpuset=2,6", "cpuset=3,7"]
+    assert all(not a.startswith("thread=") for argv in commands for a in argv)
+    assert cli.main(["detect", "--root", str(root), "--oar-version", "2.5"]) == 0
+    out = capsys.readouterr().out
+    assert "(a resource per logical CPU)" in out and out.count("  oarnodesetting ") == 8
+
+
+def test_detect_with_an_unknown_image_oar_version_is_one_error_line(tmp_path, capsys):
+    root = build_root(tmp_path, fakeroot.one_socket_one_core())
+    (root / "etc/oar-live").mkdir(parents=True)
+    (root / "etc/oar-live/oar-version").write_text("3.0\n")
+    assert cli.main(["detect", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"oar-autoconf: error: {root}/etc/oar-live/oar-version: unknown OAR version '3.0' "
+        "(known: 2.5, 2.6)"]
+
+
 def test_detect_on_an_empty_directory_is_one_error_line(tmp_path, capsys):
     assert cli.main(["detect", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err

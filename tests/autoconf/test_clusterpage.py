@@ -11,8 +11,8 @@ from autoconf import clusterpage, etchosts
 from autoconf.oarstate import OarError, OarResource
 
 
-def row(rid: int, host: str, cpuset: int, state: str = "Alive", mem: int = 2) -> OarResource:
-    return OarResource(rid, host, state, "UnChanged", 1, rid, rid, cpuset, mem)
+def row(rid: int, host: str, cpuset: str, state: str = "Alive", mem: int = 2) -> OarResource:
+    return OarResource(rid, host, state, "UnChanged", 1, rid, rid, str(cpuset), mem)
 
 
 class FixedOar:

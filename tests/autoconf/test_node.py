@@ -604,7 +604,7 @@ def test_node_joins_through_the_projects_registration_service(root, commands, tm
     with serving(registry) as port:
         config = node_config(server=f"127.0.0.1:{port}")
         assert node.handle(config, DETECTION, root, alive_deadline=5) == HOST
-        assert sorted(r.cpuset for r in oar.host_resources(HOST)) == [0, 1]
+        assert sorted(int(r.cpuset) for r in oar.host_resources(HOST)) == [0, 1]
         assert (root / "etc/oar/oar.conf").read_text() == OAR_CONF
         assert "127.0.0.254 oar-server" in (root / "etc/hosts").read_text()
 
@@ -614,7 +614,7 @@ def test_node_joins_through_the_projects_registration_service(root, commands, tm
         registry.clock = lambda: later
         watcher = node.Watcher(config, root, node.read_state(root), port=port)
         watcher.tick()
-        assert sorted(r.cpuset for r in oar.host_resources(HOST)) == [0, 1]
+        assert sorted(int(r.cpuset) for r in oar.host_resources(HOST)) == [0, 1]
 
 
 @pytest.mark.integration
@@ -640,7 +640,7 @@ def test_real_oar_node_joins_rejoins_after_being_forgotten_and_goes_absent(
         registry.clock = lambda: later
         watcher = node.Watcher(config, root, node.read_state(root), port=port)
         watcher.tick()
-        assert sorted(r.cpuset for r in oar_server.host_resources(host)) == [0, 1]
+        assert sorted(int(r.cpuset) for r in oar_server.host_resources(host)) == [0, 1]
 
         # Shutdown: the real oarnodesetting marks the node Absent.
         commands.passthrough.add("oarnodesetting")

@@ -21,10 +21,10 @@ DB_BASE_PASSWD_RO="s3cret"
 
 TABLE = [  # OAR's resources table, more columns than OAR Live reads, not in id order
     {"resource_id": 2, "network_address": "node-2", "state": "Absent", "next_state": "Alive",
-     "cpu": 2, "core": 3, "thread": None, "cpuset": 1, "mem": 4, "host": "node-2",
+     "cpu": 2, "core": 3, "thread": None, "cpuset": "1", "mem": 4, "host": "node-2",
      "besteffort": "YES"},
     {"resource_id": 1, "network_address": "node-1", "state": "Alive", "next_state": None,
-     "cpu": 1, "core": 1, "thread": 7, "cpuset": 0, "mem": 2, "host": "node-1",
+     "cpu": 1, "core": 1, "thread": 7, "cpuset": "0,4", "mem": 2, "host": "node-1",
      "besteffort": "YES"},
 ]  # fmt: skip
 _SELECT = re.compile(r"\(SELECT (?P<columns>[a-z_, ]+) FROM resources\) r")
@@ -72,8 +72,8 @@ def test_resources_are_read_in_one_psql_call_as_the_read_only_user(conf):
     psql = Psql()
     resources = Oar(conf, psql).resources()
     assert resources == [
-        OarResource(1, "node-1", "Alive", "UnChanged", 1, 1, 7, 0, 2),
-        OarResource(2, "node-2", "Absent", "Alive", 2, 3, None, 1, 4),
+        OarResource(1, "node-1", "Alive", "UnChanged", 1, 1, 7, "0,4", 2),
+        OarResource(2, "node-2", "Absent", "Alive", 2, 3, None, "1", 4),
     ]
     [(argv, env)] = psql.calls
     assert argv[:2] == ["psql", "-XAtq"] and argv[argv.index("-U") + 1] == "oar_ro"
@@ -97,7 +97,7 @@ def test_one_hosts_view_is_its_rows_and_the_others_highest_ids(conf):
     answer = {"mine": [TABLE[1]], "top": {"cpu": 2, "core": 3, "thread": None}}
     psql = Psql(json.dumps(answer))
     mine, top = Oar(conf, psql).host_view("node-1")
-    assert mine == [OarResource(1, "node-1", "Alive", "UnChanged", 1, 1, 7, 0, 2)]
+    assert mine == [OarResource(1, "node-1", "Alive", "UnChanged", 1, 1, 7, "0,4", 2)]
     assert top == {"cpu": 2, "core": 3, "thread": 0}
     sql = psql.calls[0][0][-1]
     assert "WHERE network_address = 'node-1'" in sql and "<> 'node-1'" in sql

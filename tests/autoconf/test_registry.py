@@ -24,6 +24,7 @@ from autoconf.registry import (
     RegistrySettings,
     ServerState,
 )
+from autoconf.resources import Granularity
 from tests.autoconf.fakenodes import (
     get,
     new_hostname,
@@ -135,7 +136,7 @@ def test_new_node_gets_resources_numbered_like_oar_resources_init(fake):
     reply = _register(registry, registration(TOKEN, host, "127.0.0.5", sockets=2, cores=2))
     assert reply["changed"] is True and reply["hostname"] == host
     assert [(r["cpu"], r["core"], r["cpuset"]) for r in reply["resources"]] == [
-        (1, 1, 0), (1, 2, 1), (2, 3, 2), (2, 4, 3)]
+        (1, 1, "0"), (1, 2, "1"), (2, 3, "2"), (2, 4, "3")]
     assert len(oar.host_resources(host)) == 4
     assert reply["oar_conf"] == 'SERVER_HOSTNAME="localhost"\n'
     assert f"127.0.0.5 {host}" in reply["hosts"] and "127.0.0.1 localhost" in reply["hosts"]
@@ -147,7 +148,7 @@ def test_second_node_continues_cpu_and_core_ids(fake):
     _register(registry, registration(TOKEN, new_hostname(), "127.0.0.5", sockets=2, cores=2))
     reply = _register(registry, registration(TOKEN, new_hostname(), "127.0.0.6", cores=2))
     assert [(r["cpu"], r["core"], r["cpuset"]) for r in reply["resources"]] == [
-        (3, 5, 0), (3, 6, 1)]
+        (3, 5, "0"), (3, 6, "1")]
 
 
 def test_registering_again_writes_nothing_and_keeps_the_resources(fake):
@@ -160,6 +161,25 @@ def test_registering_again_writes_nothing_and_keeps_the_resources(fake):
     assert second["changed"] is False
     assert second["resources"] == first["resources"]
     assert len(oar.calls) == calls, "an unchanged node must not cause any OAR command"
+
+
+def test_an_oar_26_server_registers_one_resource_per_core_with_its_hyperthreads(tmp_path):
+    oar = FakeOar()
+    registry = Registry(replace(settings(tmp_path), granularity=Granularity.CORE), oar,
+                        check=FakeNodes().check)
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.0.5", sockets=2, cores=2, threads=2)
+    reply = _register(registry, body)
+    assert [(r["cpu"], r["core"], r["cpuset"]) for r in reply["resources"]] == [
+        (1, 1, "0,2"), (1, 2, "1,3"), (2, 3, "4,6"), (2, 4, "5,7")]
+    assert [(r.core, r.thread, r.cpuset) for r in oar.host_resources(host)] == [
+        (1, None, "0,2"), (2, None, "1,3"), (3, None, "4,6"), (4, None, "5,7")]
+    calls = len(oar.calls)
+    assert _register(registry, body)["changed"] is False
+    assert len(oar.calls) == calls, "the same cores again: nothing to write"
+    other = _register(registry, registration(TOKEN, new_hostname(), "127.0.0.6", cores=2))
+    assert [(r["cpu"], r["core"], r["cpuset"]) for r in other["resources"]] == [
+        (3, 5, "0"), (3, 6, "1")]
 
 
 def test_registering_again_after_absent_makes_the_node_alive(fake):
@@ -283,7 +303,7 @@ def test_changed_topology_replaces_the_old_resources(fake):
     reply = _register(registry, registration(TOKEN, host, "127.0.0.5", cores=4))
     assert reply["changed"] is True
     mine = oar.host_resources(host)
-    assert sorted(r.cpuset for r in mine) == [0, 1, 2, 3]
+    assert sorted(int(r.cpuset) for r in mine) == [0, 1, 2, 3]
     assert ["oarremoveresource", "1"] in oar.calls and ["oarremoveresource", "2"] in oar.calls
     cores = [r.core for r in oar.rows]
     assert len(cores) == len(set(cores)) == 6, "core ids stay unique cluster-wide"
@@ -607,7 +627,7 @@ def test_real_oar_three_nodes_then_reregister_then_topology_change(real):
         assert len(replies[host]["resources"]) == expected
     interleaved = list(topologies)[2]
     rows = sorted(_by_host(oar, {interleaved})[interleaved], key=lambda r: r.core)
-    assert [r.cpuset for r in rows] == [0, 2, 4, 6, 1, 3, 5, 7], "socket 0 first, as OAR does"
+    assert [int(r.cpuset) for r in rows] == [0, 2, 4, 6, 1, 3, 5, 7], "socket 0 first, as OAR does"
 
     # Re-registering (reboot, lost reply) duplicates nothing.
     again = list(topologies)[1]
@@ -620,7 +640,7 @@ def test_real_oar_three_nodes_then_reregister_then_topology_change(real):
     status, reply = post(port, registration(TOKEN, again, "127.0.1.2", sockets=1, cores=6))
     assert status == 200 and reply["changed"] is True, reply
     now = _by_host(oar, {again})[again]
-    assert sorted(r.cpuset for r in now) == list(range(6))
+    assert sorted(int(r.cpuset) for r in now) == list(range(6))
     assert not set(before) & {r.resource_id for r in now}
     assert _oarnodes_cpusets(again) == list(range(6))
     cores = [r.core for r in oar.resources()]
@@ -668,6 +688,21 @@ def test_real_oar_a_node_is_alive_only_once_oar_node_answers_and_comes_back_from
 
 
 @pytest.mark.integration
+def test_real_oar_keeps_a_cores_hyperthreads_in_one_cpuset(oar_server, tmp_path):
+    """OAR 2.6's numbering written by the real oarnodesetting, read back, registered again."""
+    registry = Registry(replace(settings(tmp_path, Path("/etc/oar/oar.conf")),
+                                granularity=Granularity.CORE), oar_server)
+    host = new_hostname()
+    body = registration(TOKEN, host, "127.0.2.1", cores=2, threads=2)
+    with serving(registry) as port:
+        status, reply = post(port, body)
+        assert status == 200 and reply["changed"] is True, reply
+        assert sorted(r.cpuset for r in _by_host(oar_server, {host})[host]) == ["0,2", "1,3"]
+        status, again = post(port, body)
+        assert status == 200 and again["changed"] is False, again
+
+
+@pytest.mark.integration
 def test_real_oar_twenty_concurrent_registrations(real):
     _registry, oar, port = real
     hosts = [new_hostname() for _ in range(20)]
@@ -686,7 +721,7 @@ def test_real_oar_twenty_concurrent_registrations(real):
     found = _by_host(oar, set(hosts))
     for n, host in enumerate(hosts):
         expected = 2 * (1 + n % 2)
-        assert sorted(r.cpuset for r in found[host]) == list(range(expected)), host
+        assert sorted(int(r.cpuset) for r in found[host]) == list(range(expected)), host
     every = oar.resources()
     assert len({r.core for r in every}) == len(every), "no core id given twice"
     counts = Counter((r.host, r.cpuset) for r in every)
@@ -738,7 +773,7 @@ def test_real_oar_node_endpoint_reports_the_state(real):
     while (answer := get(port, f"/v1/nodes/{host}", TOKEN)[1]).get("state") in (None, "Absent"):
         assert time.monotonic() < give_up, answer
         time.sleep(0.5)
-    assert sorted(r["cpuset"] for r in answer["resources"]) == [0, 1, 2]
+    assert sorted(int(r["cpuset"]) for r in answer["resources"]) == [0, 1, 2]
     assert answer["problem"] is None
     # OAR's own checker (finaud, right after oar-server starts) may have suspected it since:
     # it reaches nodes by name, and this host cannot resolve the simulated nodes' names.

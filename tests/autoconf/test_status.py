@@ -11,8 +11,8 @@ from autoconf.config import Config, write_config
 from autoconf.oarstate import OarError, OarResource
 
 
-def row(rid: int, host: str, cpuset: int, state: str = "Alive") -> OarResource:
-    return OarResource(rid, host, state, "UnChanged", 1, rid, rid, cpuset, 4)
+def row(rid: int, host: str, cpuset: int | str, state: str = "Alive") -> OarResource:
+    return OarResource(rid, host, state, "UnChanged", 1, rid, rid, str(cpuset), 4)
 
 
 class FixedOar:

@@ -286,3 +286,32 @@ def test_malformed_when(tree, body, line, expected):
     tree.write("s.yaml", body + "- z:\n    - exec_current: 'true'\n")
     err = _error(tree.recipe("- s\n"))
     assert expected in err.message and err.path.name == "s.yaml" and err.line == line
+
+
+def test_choices_refuse_a_value_when_the_recipe_loads(tree):
+    tree.write("s.yaml", "- a:\n    - exec_current: 'true'\n")
+    path = tree.recipe("- s\n", extra_globals="suite: trixie\n")
+    path.write_text(path.read_text() + "choices:\n  suite: [trixie, forky]\n")
+    assert load_recipe(path, {"suite": "forky"}).variables["suite"] == "forky"
+    err = _error(path, overrides={"suite": "bookworm"})
+    assert err.exit_status == 2 and err.line == path.read_text().splitlines().index(
+        "  suite: [trixie, forky]") + 1
+    assert err.message.endswith("suite 'bookworm' is not supported by this recipe "
+                                "(choices: trixie, forky)")
+    sibling = path.parent / "other.yaml"
+    sibling.write_text("choices:\n  suite: [bookworm]\n")
+    assert _error(path, overrides={"suite": "bookworm"}).message.endswith(
+        "; other.yaml beside it takes suite=bookworm")
+
+
+@pytest.mark.parametrize("section, message", [
+    ("choices: [suite]\n", "'choices' must map variables"),
+    ("choices:\n  nothing: [a]\n", "choices: 'nothing' is not a global variable"),
+    ("choices:\n  suite: trixie\n", "choices: 'suite' must list the values"),
+    ("choices:\n  suite: []\n", "choices: 'suite' must list the values"),
+])
+def test_malformed_choices_are_one_line_errors(tree, section, message):
+    tree.write("s.yaml", "- a:\n    - exec_current: 'true'\n")
+    path = tree.recipe("- s\n", extra_globals="suite: trixie\n")
+    path.write_text(path.read_text() + section)
+    assert message in _error(path).message

@@ -26,6 +26,12 @@ class Image:
     name: str
     recipe: Path
     cgroup_cmdline: str        # on every boot entry ("" on cgroup v2)
+    oar_version: str           # the recipe's oar_version
+
+    def units(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Those of the OAR units `names` this image's OAR has (2.5 has no timers)."""
+        return names if self.oar_version != "2.5" else tuple(
+            n for n in names if not n.endswith(".timer"))
 
     def job_cgroup(self, user: str, job: int) -> re.Pattern[str]:
         """Where a job of `user` runs: OAR 2.5's cpuset, or OAR 2.6's systemd slice."""
@@ -36,8 +42,9 @@ class Image:
 
 IMAGES = {
     "bookworm": Image("bookworm", PROJECT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml",
-                      "systemd.unified_cgroup_hierarchy=0"),
-    "trixie": Image("trixie", PROJECT / "recipes" / "debian-trixie-x86_64-oar-2.6-iso.yaml", ""),
+                      "systemd.unified_cgroup_hierarchy=0", "2.5"),
+    "trixie": Image("trixie", PROJECT / "recipes" / "debian-trixie-x86_64-oar-2.6-iso.yaml", "",
+                    "2.6"),
 }
 
 

@@ -3,10 +3,10 @@
 One cluster serves the whole module, in order (booting three VMs under emulation is the
 expensive part). It comes up the way a room of machines switched on at once does: the nodes
 boot first, the server last (`oar-vcluster up --nodes-first`), so every node registers in one
-storm. Then: resources as each VM has them, a two-node job that must start within
-FIRST_JOB_SECONDS of `up` returning, a one-core job in its cpuset, a node reboot while the
-server is loaded, a server reboot (its database is gone; the nodes register again by
-themselves).
+storm. Then: resources as each VM has them, each role's OAR units, a two-node job that must
+start within FIRST_JOB_SECONDS of `up` returning, a one-core job in its cpuset (two busy loops on
+one CPU, nothing left after it), an interactive job, a node reboot while the server is loaded, a
+server reboot (its database is gone; the nodes register again by themselves).
 Each wait polls with a deadline and, on failure, shows the VMs' relevant serial-log lines.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -24,12 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from autoconf import units
 from boot.vcluster import stage as vstage
 from boot.vcluster import state as vstate
 from boot.vcluster.cli import DEMO_JOB
 from boot.vcluster.remote import JOB_ID, Remote, RemoteError, read_credentials
 from boot.vcluster.state import ClusterState
-from tests.e2e import browser, oarnodes
+from tests.e2e import browser, jobs, oarnodes
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +141,21 @@ def test_oarnodes_lists_exactly_the_cpus_of_each_vm(cluster):
     assert [m.cpus for m in cluster.state.nodes] == list(NODE_CPUS)
 
 
+def test_each_machine_runs_the_oar_units_of_its_role_only(cluster, image):
+    """A node never runs oar-server (nor its accounting), the server never oar-node: the
+    other role's units are masked for the boot (autoconf.units)."""
+    server_units = image.units(units.SERVER_UNITS)
+    node_units = image.units(units.NODE_UNITS)
+    for machine, runs, never in ((cluster.state.server, server_units, node_units),
+                                 *((n, node_units, server_units) for n in cluster.state.nodes)):
+        names = " ".join(runs + never)
+        out = cluster.remote.run(f"systemctl is-active {names}; systemctl is-enabled {names}",
+                                 machine, timeout=60, check=False).stdout.split()
+        active, enabled = out[:len(runs + never)], out[len(runs + never):]
+        assert active == ["active"] * len(runs) + ["inactive"] * len(never), (machine.name, out)
+        assert enabled[len(runs):] == ["masked-runtime"] * len(never), (machine.name, out)
+
+
 def test_a_job_on_two_nodes_runs_on_both(cluster):
     job = cluster.remote.submit(DEMO_JOB, "nodes=2")
     left = cluster.up_returned + FIRST_JOB_SECONDS - time.monotonic()
@@ -234,16 +251,32 @@ def test_the_rest_api_takes_a_job_from_curl_and_refuses_requests_without_credent
 
 def test_a_one_core_job_is_confined_to_one_core(cluster, image):
     big = next(m for m in cluster.state.nodes if m.cpus == 2)
-    command = "nproc --all; grep Cpus_allowed_list /proc/self/status; cat /proc/self/cgroup"
-    line = f"cd && oarsub -p \"host='{big.oar_hostname}'\" -l core=1 '{command}'"
+    line = (f"cd && oarsub -p \"host='{big.oar_hostname}'\" -l core=1 "
+            f"{shlex.quote(jobs.CONFINED_JOB)}")
     out = cluster.remote.run(line, timeout=180).stdout
     job = int(re.search(r"OAR_JOB_ID=(\d+)", out).group(1))
     assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
-    out = cluster.remote.run(f"cat ~/OAR.{job}.stdout", big, timeout=60).stdout
-    allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", out).group(1)
-    assert out.split()[0] == "2", out  # the VM has two CPUs ...
-    assert re.fullmatch(r"[01]", allowed), out  # ... and the job may use only one of them
+    found = jobs.parse(cluster.remote.run(f"cat ~/OAR.{job}.stdout", big, timeout=60).stdout)
+    assert found.cpus == 2 and re.fullmatch(r"[01]", found.allowed), found.output
+    jobs.assert_confined(found)  # the busy loops ran on that one CPU only
+    assert image.job_cgroup(cluster.state.user, job).search(found.output), found.output
+    cluster.wait(f"job {job}'s processes gone from {big.name}", lambda: cluster.remote.run(
+        f"ps -o pid= -p {found.leftover}", big, timeout=60, check=False).returncode == 1, 60, 5)
+
+
+def test_an_interactive_job_gets_a_shell_on_a_node(cluster, image):
+    """`oarsub -I` on a terminal (script(1) gives it one): a shell on a node, in the job."""
+    commands = "hostname; grep Cpus_allowed_list /proc/self/status; cat /proc/self/cgroup; exit"
+    line = (f"cd && printf '%s\\n' {shlex.quote(commands)} | "
+            "script -qec 'oarsub -I -l nodes=1' /dev/null")
+    out = cluster.remote.run(line, timeout=420, check=False).stdout.replace("\r", "")
+    job = int(re.search(r"OAR_JOB_ID=(\d+)", out).group(1))
+    hosts = {m.oar_hostname for m in cluster.state.nodes}
+    assert hosts & set(out.split()), out
     assert image.job_cgroup(cluster.state.user, job).search(out), out
+    # The job ends with its shell. OAR 2.6.1 was seen to record it as Error (not Terminated)
+    # after such a session; the cause is not known yet: only its end is required here.
+    assert cluster.remote.wait_job(job, 120) in ("Terminated", "Error"), out
 
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"

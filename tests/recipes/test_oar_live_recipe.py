@@ -4,12 +4,14 @@ and what differs between the two Debian releases."""
 import io
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from builder.compile import compile_macrostep
 from builder.engine import BuildOptions, Engine
+from builder.errors import RecipeError
 from builder.progress import Progress
 from builder.recipe import load_recipe
 from builder.variables import Variables
@@ -111,8 +113,6 @@ def check_script(
     [
         ("export_prepare", "check_outputs", {"output": "iso,floppy"}, "output 'floppy' is unknown"),
         ("export_prepare", "check_outputs", {"output": "pxe"}, "--set pxe_url=http://"),
-        ("bootstrap", "check_inputs", {"arch": "arm64"}, "arch 'arm64' is not supported"),
-        ("bootstrap", "check_inputs", {"suite": "trixie"}, "suite 'trixie' is not supported"),
         ("kernel_install", "check_kernel_package", {"kernel": "vmlinuz"},
          "kernel 'vmlinuz' is not a Debian kernel package"),
     ],
@@ -129,7 +129,6 @@ def test_known_inputs_pass_the_checks(tmp_path):
     ok = check_script(tmp_path, "export_prepare", "check_outputs", output="iso,tgz,qcow2,raw,pxe",
                       pxe_url="http://10.0.0.1/oar")  # fmt: skip
     assert ok.returncode == 0, ok.stderr
-    assert check_script(tmp_path, "bootstrap", "check_inputs").returncode == 0
     assert check_script(tmp_path, "kernel_install", "check_kernel_package",
                         kernel="linux-image-rt-amd64").returncode == 0
     assert check_script(tmp_path, "export_prepare", "check_outputs", output="vmdk").returncode == 0
@@ -152,7 +151,7 @@ def test_both_releases_run_the_same_procedure_and_differ_in_three_files():
     own = {d: sorted(p.name for p in (steps / d).iterdir())
            for d in ("debian-bookworm", "debian-trixie")}  # fmt: skip
     assert own["debian-bookworm"] == own["debian-trixie"] == [
-        "check_inputs.yaml", "cpusets.yaml", "oar_services.yaml"]
+        "cpusets.yaml", "oar_services.yaml"]
     for recipe in (bookworm, trixie):
         assert {m.path.parent.name for m in recipe.macrosteps} == {"common"} | (
             {"debian-bookworm"} if recipe is bookworm else {"debian-trixie"})
@@ -166,23 +165,52 @@ def test_trixie_boots_on_cgroup_v2_with_oar_2_6s_systemd_job_manager(tmp_path):
     assert "/etc/oar/dont_reboot" in trixie
     assert "pam-auth-update --package --remove oar-node" in trixie
     assert "systemctl mask oar.target oar-node-script.service" in trixie
+    assert "unit=/usr/local/lib/systemd/system/oar-node.service" in trixie  # below /run's masks
+    assert "> /etc/systemd/system/oar-node.service" not in trixie
     assert "postgresql oar-server oar-server-pgsql" in trixie
     bookworm = _dry_run(RECIPE, tmp_path, **ALL_OUTPUTS)
     assert bookworm.count("systemd.unified_cgroup_hierarchy=0") >= 6   # every boot entry
 
 
-@pytest.mark.spawns
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"suite": "bookworm"}, "suite 'bookworm' is not supported: OAR 2.6 is built and tested on "
-                            "trixie only"),
-    ({"suite": "sid"}, "suite 'sid' is not supported"),
-    ({"arch": "arm64"}, "arch 'arm64' is not supported"),
+@pytest.mark.parametrize(("recipe", "overrides", "message"), [
+    (TRIXIE, {"suite": "bookworm"}, "suite 'bookworm' is not supported by this recipe (choices: "
+                                    "trixie); debian-bookworm-x86_64-oar-2.5-iso.yaml beside it "
+                                    "takes suite=bookworm"),
+    (RECIPE, {"suite": "trixie"}, "suite 'trixie' is not supported by this recipe (choices: "
+                                  "bookworm); debian-trixie-x86_64-oar-2.6-iso.yaml beside it "
+                                  "takes suite=trixie"),
+    (TRIXIE, {"suite": "sid"}, "suite 'sid' is not supported by this recipe (choices: trixie)"),
+    (TRIXIE, {"distrib": "debian-bookworm"}, "distrib 'debian-bookworm' is not supported"),
+    (RECIPE, {"arch": "arm64"}, "arch 'arm64' is not supported by this recipe (choices: amd64)"),
 ])
-def test_trixie_refuses_the_suites_it_does_not_support(tmp_path, overrides, message):
-    result = check_script(tmp_path, "bootstrap", "check_inputs", TRIXIE, **overrides)
-    assert result.returncode == 1 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert check_script(tmp_path, "bootstrap", "check_inputs", TRIXIE).returncode == 0
+def test_each_recipe_refuses_the_suites_and_arches_it_does_not_support(recipe, overrides,
+                                                                      message):
+    with pytest.raises(RecipeError) as refused:
+        load_recipe(recipe, overrides)
+    assert refused.value.exit_status == 2
+    assert refused.value.message.startswith(f"{recipe.resolve()}:")
+    assert message in refused.value.message and "\n" not in refused.value.message
+    assert load_recipe(recipe).variables["arch"] == "amd64"
+
+
+@pytest.mark.spawns
+def test_build_iso_refuses_another_suite_before_any_step_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "builder.cli", str(TRIXIE), "--set",
+                             "suite=bookworm", "--workdir", str(tmp_path / "w")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"build-iso: error: {TRIXIE.resolve()}:{_choices_line(TRIXIE, 'suite')}: suite 'bookworm' "
+        "is not supported by this recipe (choices: trixie); "
+        "debian-bookworm-x86_64-oar-2.5-iso.yaml beside it takes suite=bookworm"]
+    assert not (tmp_path / "w").exists()
+
+
+def _choices_line(path: Path, name: str) -> int:
+    lines = path.read_text().splitlines()
+    start = lines.index("choices:")
+    return next(n for n, line in enumerate(lines[start:], start + 1)
+                if line.strip().startswith(f"{name}:"))
 
 
 def test_the_releases_share_the_apt_cache_the_checkpoint_store_and_the_host_mirror():
