@@ -12,7 +12,8 @@ HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
   the server; else (the server itself) the body's.
 - `GET /v1/nodes/<hostname>` -> 200 `{"hostname", "state", "resources"}` or 404.
 - `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node.
-  Both GETs need the header `X-OAR-Live-Token`. Any other method gets 405.
+- `GET /v1/accounts` -> the cluster's accounts (autoconf.accounts).
+  The GETs need the header `X-OAR-Live-Token`. Any other method gets 405.
 
 Registration is idempotent and serialised: OAR numbers new resources from MAX(resource_id) and
 cpu/core ids continue from the maxima in the database, so one lock covers read-compare-write.
@@ -41,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from autoconf import beacon, etchosts
+from autoconf import accounts, beacon, etchosts
 from autoconf.config import REGISTRY_PORT, ConfigError, read_config
 from autoconf.detect import Detection
 from autoconf.oarstate import Oar, OarError, OarResource
@@ -138,6 +139,7 @@ class Registry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     answers: Callable[[str], bool] = answers_at  # is a machine at this address?
     holders: dict[str, Holder] = field(default_factory=dict)  # host -> who registered it
+    accounts_root: Path = Path("/")  # whose /etc/passwd lists the cluster's accounts
 
     def register(self, detection: Detection, host: str, address: str) -> dict[str, Any]:
         """Make OAR hold exactly `detection`'s resources under `host`; the reply for the node.
@@ -437,6 +439,9 @@ class _Handler(BaseHTTPRequestHandler):
             if self.path == "/v1/hosts":
                 self._reply(HTTPStatus.OK, registry.hosts().encode(), "text/plain; charset=utf-8")
                 return
+            if self.path == accounts.ACCOUNTS_PATH:
+                self._reply(HTTPStatus.OK, accounts.listing(registry.accounts_root))
+                return
             if self.path.startswith("/v1/nodes/"):
                 host = self.path.removeprefix("/v1/nodes/")
                 if not is_oar_live_host(host, registry.settings):
@@ -524,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         oar_conf=args.root / "etc/oar/oar.conf",
         hosts_file=args.root / etchosts.HOSTS,
     )
-    registry = Registry(settings, Oar(settings.oar_conf))
+    registry = Registry(settings, Oar(settings.oar_conf), accounts_root=args.root)
     try:
         server = make_server(registry, state.address, args.port)
     except OSError as exc:

@@ -57,6 +57,7 @@ class FakeRegistry:
         self.fail_next: list[int] = []  # statuses to answer the next registrations with
         self.registrations: list[dict] = []
         self.node_queries = 0
+        self.accounts: list[dict] = []  # GET /v1/accounts
         self.lock = threading.Lock()
         registry = self
 
@@ -119,6 +120,8 @@ class FakeRegistry:
             return 401, {"error": "wrong token"}
         if path == "/v1/hosts":
             return 200, self.hosts_text().encode(), "text/plain"
+        if path == "/v1/accounts":
+            return 200, {"accounts": self.accounts}
         if path.startswith("/v1/nodes/"):
             self.node_queries += 1
             host = path.removeprefix("/v1/nodes/")
@@ -183,6 +186,9 @@ def root(tmp_path):
         "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost\n"
     )
     (tmp_path / "etc/hostname").write_text("debian\n")
+    (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
+                                         "user:x:1000:1000::/home/user:/bin/bash\n")
+    (tmp_path / "etc/group").write_text("root:x:0:\nsudo:x:27:user\nuser:x:1000:\n")
     return tmp_path
 
 
