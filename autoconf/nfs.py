@@ -158,15 +158,19 @@ def mount_home(server: str, root: Path = Path("/"), run: Runner | None = None,
         run(["umount", "-l", home], timeout=30, check=False)
     give_up = time.monotonic() + deadline
     while True:
-        result = run(["mount", "-t", "nfs4", "-o", MOUNT_OPTIONS, source, home], check=False,
-                     timeout=MOUNT_TIMEOUT)
-        if result.returncode == 0:
-            return True
+        try:
+            result = run(["mount", "-t", "nfs4", "-o", MOUNT_OPTIONS, source, home],
+                         check=False, timeout=MOUNT_TIMEOUT)
+        except proc.CommandError as exc:  # it timed out
+            why = str(exc)
+        else:
+            if result.returncode == 0:
+                return True
+            why = ((result.stderr or "").strip().splitlines()[-1:] or [
+                f"exit status {result.returncode}"])[0]
         left = give_up - time.monotonic()
         if left <= 0:
-            why = (result.stderr or "").strip().splitlines()[-1:] or [
-                f"exit status {result.returncode}"]
-            raise NfsError(f"cannot mount the shared home {source} on /home: {why[0]}")
+            raise NfsError(f"cannot mount the shared home {source} on /home: {why}")
         sleep(min(5.0, left))
 
 
