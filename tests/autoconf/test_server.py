@@ -96,9 +96,9 @@ def server_root(tmp_path: Path,
     (tmp_path / "etc/postgresql/15/main/pg_hba.conf").write_text(HBA)
     (tmp_path / "etc/hosts").write_text(hosts)
     (tmp_path / "etc/hostname").write_text("debian\n")
-    (tmp_path / "proc").mkdir()  # /home is a filesystem of its own (see test_nfs for overlay)
-    (tmp_path / "proc/mounts").write_text(f"overlay / overlay rw 0 0\n"
-                                          f"tmpfs {tmp_path}/home tmpfs rw 0 0\n")
+    (tmp_path / "proc").mkdir(exist_ok=True)  # /home is a filesystem of its own (test_nfs:
+    with (tmp_path / "proc/mounts").open("a") as mounts:  # one on the live overlay)
+        mounts.write(f"overlay / overlay rw 0 0\ntmpfs {tmp_path}/home tmpfs rw 0 0\n")
     return tmp_path
 
 
