@@ -1,7 +1,8 @@
 """The node side of the registration HTTP API (see autoconf.registry for the server side).
 
 `POST /v1/register` with the node's detection and address, `GET /v1/nodes/<host>` for what OAR
-holds for a node, `GET /v1/hosts` for the cluster's /etc/hosts block; the cluster token travels
+holds for a node, `GET /v1/hosts` for the cluster's /etc/hosts block,
+`GET /v1/accounts` for the cluster's accounts (autoconf.accounts); the cluster token travels
 in a header. Errors come back as two kinds: the server answered with an error status
 (RegistryError), or it did not answer (Unreachable). What to do about them is the caller's.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Any
 
+from autoconf.accounts import ACCOUNTS_PATH
 from autoconf.detect import Detection
 from boot import bounded
 
@@ -153,6 +155,16 @@ class RegistryClient:
                 return None, tag
             raise
         return text, answer_headers.get("ETag")
+
+    def accounts(self) -> list[Any]:
+        """The cluster's accounts as the server lists them (each entry checked by the caller)."""
+        try:
+            answer = bounded.load_json(self._request("GET", ACCOUNTS_PATH), MAX_ANSWER)
+        except bounded.InputError as exc:
+            raise RegistryError(200, f"unusable accounts answer ({exc.message})") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("accounts"), list):
+            raise RegistryError(200, "the accounts answer has no list of accounts")
+        return answer["accounts"]
 
 
 def _error_text(body: bytes) -> str:

@@ -1,7 +1,8 @@
 """Node role: join the OAR Live cluster, and keep this machine registered while it runs.
 
-`handle()` runs once at boot (from the agent, on the console): find the server, make sure
-oar-node's sshd has a host key and start oar-node, register this machine's detection meanwhile,
+`handle()` runs once at boot (from the agent, on the console): find the server, mount its
+shared home and take its accounts (autoconf.nfs, autoconf.node_accounts), make sure oar-node's
+sshd has a host key and start oar-node, register this machine's detection meanwhile,
 take the hostname the server gives, install the server's oar.conf and /etc/hosts entries, check
 the server shows the node Alive, and start the watcher unit (oar-live-node.service). With no
 server yet, the watcher does the registering later (autoconf.outcome.Pending).
@@ -14,7 +15,8 @@ has forgotten the node (it rebooted: its database lives in RAM) it registers aga
 shows the node Suspected (OAR's checker could not reach it) or Absent (its check at
 registration failed, or the watcher restarted after marking it Absent) it registers again so
 that the server checks it again and revives it, backing off while the check keeps failing;
-it keeps /etc/hosts in step with the cluster; on SIGTERM (shutdown) it marks the node Absent
+it keeps /etc/hosts, the shared home and the cluster's accounts in step with the
+server; on SIGTERM (shutdown) it marks the node Absent
 in OAR (and, stopped, no longer revives it).
 
 Every file is written through a root prefix and every command goes through boot.proc.
@@ -32,9 +34,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autoconf import discover, etchosts, oarconf, timing
+from autoconf import discover, etchosts, nfs, node_accounts, oarconf, timing
 from autoconf.client import Registration, RegistryClient, RegistryError, Unreachable
-from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, read_config
+from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, Role, read_config
 from autoconf.detect import Detection, cluster_address
 from autoconf.outcome import Pending
 from boot import console, proc
@@ -216,6 +218,24 @@ def needs_check(answer: Mapping[str, Any], absent: bool = True) -> bool:
     return "Suspected" in values or (absent and "Absent" in values)
 
 
+def share_home_and_accounts(config: Config, server: discover.Server, client: RegistryClient,
+                            root: Path, deadline: float = 0.0, poll: bool = False) -> list[str]:
+    """/home from the server (autoconf.nfs; NfsError when it cannot be mounted) and the
+    server's accounts (autoconf.node_accounts); the lines to report. Solo: nothing to share."""
+    if config.role is Role.SOLO:
+        return []
+    if poll:
+        mounted = nfs.check_home(server.host, root)
+    else:
+        mounted = nfs.mount_home(server.host, root, deadline=deadline)
+    lines = [f"mounted the shared home {server.host}:/ on /home"] if mounted else []
+    try:
+        lines += node_accounts.sync(client.accounts(), root)
+    except (RegistryError, Unreachable) as exc:
+        lines.append(f"the server's accounts are not taken yet: {exc}")
+    return lines
+
+
 def wait_alive(client: RegistryClient, hostname: str, deadline: float,
                again: Callable[[], Registration] | None = None,
                sleep: Callable[[float], None] = time.sleep) -> str:
@@ -291,11 +311,19 @@ def handle(
                       "beacon): oar-live-node keeps looking meanwhile and registers this "
                       "machine when one answers (or boot with oar.server=IP)")
     say(console.info(f"OAR server: {server.describe()}"))
+    client = RegistryClient(server.url, config.token)
+    # Jobs write into /home and run as the cluster's accounts: both come before oar-node.
+    try:
+        with timing.step("shared home"):
+            for line in share_home_and_accounts(config, server, client, root, nfs.MOUNT_DEADLINE):
+                say(console.info(line))
+    except nfs.NfsError as exc:
+        proc.run(["systemctl", "start", "--no-block", WATCH_UNIT], check=False)
+        raise Pending(f"{exc}: oar-live-node mounts it, then registers this machine") from None
     # oar-node (its own sshd, which the server uses to reach jobs) needs nothing from the
     # registration: it starts while the server registers this machine.
     new_key = ensure_oar_ssh_host_key(root)
     proc.run(["systemctl", "restart" if new_key else "start", "--no-block", "oar-node"])
-    client = RegistryClient(server.url, config.token)
     address = node_address(config, detection, server)
     say(console.info(f"registering {detection.hostname} ({address}) with {server.address}"))
     try:
@@ -356,6 +384,7 @@ class Watcher:
         self.next_check = 0.0
         self.clock: Callable[[], float] = time.monotonic
         self.hosts_tag: str | None = None  # the server's tag of the hosts block last applied
+        self.last_shared: list[str] = []  # shown once, not at every poll
 
     def _client(self) -> RegistryClient:
         assert self.server is not None
@@ -369,6 +398,7 @@ class Watcher:
     def _register(self, client: RegistryClient) -> Registration:
         assert self.server is not None
         again = bool(self.hostname)
+        self._share(client)  # /home before oar-node starts
         address = node_address(self.config, self.detection, self.server)
         if not again:
             # A node that booted before its server: oar-node was not started at boot, and the
@@ -404,6 +434,14 @@ class Watcher:
             self.next_check = self.clock() + self.check_delay
             self.check_delay = min(2 * self.check_delay, RECHECK_MAX)
 
+    def _share(self, client: RegistryClient) -> None:
+        assert self.server is not None
+        lines = share_home_and_accounts(self.config, self.server, client, self.root, poll=True)
+        for line in lines:
+            if line not in self.last_shared:
+                say(console.info(line))
+        self.last_shared = lines
+
     def tick(self) -> None:
         if self.server is None:
             # Listen for the beacon the whole poll interval: a server that comes up is heard
@@ -432,9 +470,10 @@ class Watcher:
                 if update_hosts(text, self.root):
                     say(console.info("updated /etc/hosts from the server"))
                 self.hosts_tag = tag
+            self._share(client)
             self.first = False
             self._report("")
-        except (RegistryError, Unreachable, NodeError) as exc:
+        except (RegistryError, Unreachable, NodeError, nfs.NfsError) as exc:
             self._report(f"server {self.server.address}: {exc}")
 
     def mark_absent(self) -> bool:

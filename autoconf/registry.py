@@ -13,7 +13,8 @@ HTTP + JSON on port REGISTRY_PORT (6680/tcp) of the server's cluster address:
 - `GET /v1/nodes/<hostname>` -> 200 `{"hostname", "state", "resources"}` or 404.
 - `GET /v1/hosts` -> the /etc/hosts block naming the server and every registered node, with
   an ETag: 304 and no body when the request's If-None-Match is the block's current tag.
-  Both GETs need the header `X-OAR-Live-Token`. Any other method gets 405.
+- `GET /v1/accounts` -> the cluster's accounts (autoconf.accounts).
+  The GETs need the header `X-OAR-Live-Token`. Any other method gets 405.
 
 Registration is idempotent and serialised: OAR numbers new resources from MAX(resource_id) and
 cpu/core ids continue from the maxima in the database, so one lock covers read-compare-write.
@@ -56,7 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from autoconf import beacon, etchosts, reach
+from autoconf import accounts, beacon, etchosts, reach
 from autoconf.config import REGISTRY_PORT, ConfigError, read_config
 from autoconf.detect import Detection
 from autoconf.oarstate import Oar, OarError, OarResource
@@ -167,6 +168,7 @@ class Registry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     answers: Callable[[str], bool] = answers_at  # is a machine at this address?
     holders: dict[str, Holder] = field(default_factory=dict)  # host -> who registered it
+    accounts_root: Path = Path("/")  # whose /etc/passwd lists the cluster's accounts
     # host, address -> None when OAR can use the node, else why not (autoconf.reach)
     check: Callable[[str, str], str | None] | None = None
     checks: dict[str, Check] = field(default_factory=dict)
@@ -547,6 +549,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(HTTPStatus.OK, text.encode(), "text/plain; charset=utf-8",
                             headers=(("ETag", tag),))
                 return
+            if self.path == accounts.ACCOUNTS_PATH:
+                self._reply(HTTPStatus.OK, accounts.listing(registry.accounts_root))
+                return
             if self.path.startswith("/v1/nodes/"):
                 host = self.path.removeprefix("/v1/nodes/")
                 if not is_oar_live_host(host, registry.settings):
@@ -637,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         checks_file=args.root / CHECKS_FILE,
         granularity=granularity,
     )
-    registry = Registry(settings, Oar(settings.oar_conf))
+    registry = Registry(settings, Oar(settings.oar_conf), accounts_root=args.root)
     try:
         server = make_server(registry, state.address, args.port)
     except OSError as exc:

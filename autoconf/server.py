@@ -3,8 +3,9 @@
 Each step looks at what is there and changes only what differs, reporting `changed` or
 `unchanged`, so running the role twice (or after a crash) is safe:
 
-hostname, /etc/hosts, PostgreSQL on the cluster network, oar.conf, the OAR database,
-oar-server, OAR's resource properties, and the registration service with its beacon.
+hostname, /etc/hosts, the shared home (autoconf.nfs), PostgreSQL on the cluster network,
+oar.conf, the OAR database, oar-server, OAR's resource properties, and the registration service
+with its beacon.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoconf import etchosts, oarconf, timing, website
+from autoconf import etchosts, nfs, oarconf, timing, website
 from autoconf.block import find_block
-from autoconf.config import Config, Web
+from autoconf.config import Config, Role, Web
 from autoconf.detect import Detection, cluster_address
 from autoconf.oarconf import OAR_CONF
 from autoconf.oarstate import Oar, OarError
@@ -370,6 +371,9 @@ def handle(config: Config, detection: Detection, root: Path = Path("/"),
     try:
         _step("hostname", lambda: ensure_hostname(host, root, run), host.hostname)
         _step("/etc/hosts", lambda: ensure_hosts(host, root), f"{host.address} {host.hostname}")
+        if config.role is not Role.SOLO:  # a solo machine's /home is its own
+            _step("shared home", lambda: nfs.export_home(host.network, host.address, root, run),
+                  f"/home over NFSv4 to {host.network}")
         _step("postgresql", lambda: ensure_postgresql(host, root, run),
               f"listening on {host.address}")
         conf_changed = _step("oar.conf", lambda: ensure_oar_conf(host, root))
@@ -381,6 +385,6 @@ def handle(config: Config, detection: Detection, root: Path = Path("/"),
         if netboot is not None:
             with timing.step("netboot service"):
                 _start_netboot(netboot, host, config, cmdline, root, run)
-    except (proc.CommandError, oarconf.OarConfError, OSError) as exc:
+    except (proc.CommandError, oarconf.OarConfError, nfs.NfsError, OSError) as exc:
         raise ServerError(f"server role: {exc}") from None
     return host.hostname

@@ -166,9 +166,9 @@ class Remote:
         raise RemoteError(f"job {job} did not end within {timeout:.0f} s (last: {state!r})")
 
     def job_output(self, job: int) -> str:
-        """The job's stdout: OAR writes it on the job's first node, in the submission folder."""
-        for machine in (*self.state.nodes, self.state.server):
-            result = self.run(f"cat ~/OAR.{job}.stdout", machine, timeout=60, check=False)
-            if result.returncode == 0:
-                return result.stdout
-        raise RemoteError(f"no OAR.{job}.stdout on any VM")
+        """The job's stdout, read on the server: OAR writes it in the folder the job was
+        submitted from (the job user's home, shared by every node)."""
+        result = self.run(f"cat ~/OAR.{job}.stdout", timeout=60, check=False)
+        if result.returncode != 0:
+            raise RemoteError(f"no OAR.{job}.stdout in the server's home of {self.state.user}")
+        return result.stdout

@@ -55,3 +55,19 @@ def test_an_error_answer_nested_too_deep_is_shown_as_text():
     with answering(400, b"[" * 5000) as client, pytest.raises(RegistryError) as exc:
         client.node("node-525400000001")
     assert exc.value.status == 400 and "[[[" in str(exc.value)
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"accounts": {"name": "x"}}', "no list of accounts"),
+    (b'["alice"]', "no list of accounts"),
+    (b"[" * 5000 + b"]" * 5000, "nested deeper than"),
+])
+def test_an_unusable_accounts_answer_is_one_registry_error(body, message):
+    with answering(200, body) as client, pytest.raises(RegistryError) as exc:
+        client.accounts()
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_the_accounts_answer_is_the_servers_list_unchecked():
+    with answering(200, b'{"accounts": [{"name": "alice"}, 3]}') as client:
+        assert client.accounts() == [{"name": "alice"}, 3]  # each entry is checked by the node

@@ -58,6 +58,7 @@ class FakeRegistry:
         self.registrations: list[dict] = []
         self.node_queries = 0
         self.problems: list[str] = []  # why the next checks fail (one per registration)
+        self.accounts: list[dict] = []  # GET /v1/accounts
         self.lock = threading.Lock()
         registry = self
 
@@ -125,6 +126,8 @@ class FakeRegistry:
             return 401, {"error": "wrong token"}
         if path == "/v1/hosts":
             return 200, self.hosts_text().encode(), "text/plain"
+        if path == "/v1/accounts":
+            return 200, {"accounts": self.accounts}
         if path.startswith("/v1/nodes/"):
             self.node_queries += 1
             host = path.removeprefix("/v1/nodes/")
@@ -189,6 +192,9 @@ def root(tmp_path):
         "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost\n"
     )
     (tmp_path / "etc/hostname").write_text("debian\n")
+    (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
+                                         "user:x:1000:1000::/home/user:/bin/bash\n")
+    (tmp_path / "etc/group").write_text("root:x:0:\nsudo:x:27:user\nuser:x:1000:\n")
     return tmp_path
 
 
@@ -369,6 +375,37 @@ def test_registration_gives_up_at_the_deadline_when_nobody_answers(registry, cap
     assert "retrying in" in capsys.readouterr().out
 
 
+def test_the_shared_home_and_the_accounts_come_before_oar_node(registry, root, commands,
+                                                              capsys):
+    registry.accounts = [{"name": "alice", "uid": 1001, "gid": 1001, "group": "alice",
+                          "gecos": "", "shell": "/bin/bash"}]
+    join(registry, root)
+    mount = next(i for i, c in enumerate(commands) if c[:3] == ["mount", "-t", "nfs4"])
+    assert commands[mount][-2:] == ["127.0.0.1:/", str(root / "home")]
+    useradd = next(i for i, c in enumerate(commands) if c[0] == "useradd")
+    assert commands[useradd][-1] == "alice"
+    oar_node = next(i for i, c in enumerate(commands) if c[-1] == "oar-node")
+    assert mount < useradd < oar_node
+    assert "account alice added (UID 1001, GID 1001)" in capsys.readouterr().out
+
+
+def test_a_solo_machine_shares_nothing(registry, root, commands):
+    solo = Config(role=Role.SOLO, token=TOKEN, timeout=0, sources=MappingProxyType({}),
+                  server=registry.address)
+    node.handle(solo, DETECTION, root, alive_deadline=5)
+    assert not any(c[0] in ("mount", "useradd", "groupadd") for c in commands)
+
+
+def test_a_home_that_cannot_be_mounted_leaves_the_joining_to_the_watcher(registry, root,
+                                                                         commands, monkeypatch):
+    monkeypatch.setattr(node.nfs, "MOUNT_DEADLINE", 0.0)
+    commands.fail["mount"] = proc.CommandError(["mount"], 32, "mount.nfs4: Connection refused")
+    with pytest.raises(Pending, match="cannot mount the shared home .*oar-live-node mounts it"):
+        join(registry, root)
+    assert registry.registrations == [] and not any(c[-1] == "oar-node" for c in commands)
+    assert commands[-1] == ["systemctl", "start", "--no-block", "oar-live-node.service"]
+
+
 # ---- the watcher --------------------------------------------------------------------------
 
 
@@ -390,6 +427,24 @@ def test_watcher_registers_again_when_the_server_forgot_the_node(registry, root,
     assert len(registry.registrations) == 2
     assert registry.nodes == {HOST: "Alive"}
     assert "does not know this node (it restarted?): registering again" in capsys.readouterr().out
+
+
+def test_watcher_takes_new_accounts_and_drops_gone_ones_reporting_once(registry, root, commands,
+                                                                       capsys):
+    join(registry, root)
+    watcher = watcher_for(registry, root)
+    registry.accounts = [{"name": "alice", "uid": 1001, "gid": 1001, "group": "alice",
+                          "gecos": "", "shell": "/bin/bash"},
+                         {"name": "root", "uid": 1002, "gid": 1002, "group": "root2"}]
+    watcher.tick()
+    with (root / "etc/passwd").open("a") as passwd:  # what the useradd run did
+        passwd.write("alice:x:1001:1001::/home/alice:/bin/bash\n")
+    watcher.tick()
+    out = capsys.readouterr().out
+    assert out.count("account alice added") == 1 and out.count("root: clashes with") == 1
+    registry.accounts = []
+    watcher.tick()
+    assert ["userdel", "alice"] in commands
 
 
 def test_watcher_keeps_etc_hosts_in_step_with_the_cluster(registry, root, commands):
@@ -456,7 +511,7 @@ def test_a_node_booted_before_its_server_starts_oar_node_before_the_server_check
     watcher.tick()
     starts = [n for n, argv in enumerate(commands) if argv[:2] == ["systemctl", "restart"]
               and argv[-1] == "oar-node"]
-    assert starts and starts[0] == 1, commands  # right after making its host key
+    assert starts and commands[starts[0] - 1][0] == "ssh-keygen", commands  # right after its key
     assert registry.nodes[HOST] == "Alive" and len(registry.registrations) == 2
 
 

@@ -669,7 +669,7 @@ def test_real_oar_a_node_is_alive_only_once_oar_node_answers_and_comes_back_from
     assert status == 200 and reply["state"] == "Absent", reply
     assert "127.0.6.1:6667" in reply["problem"]
     rows = oar.host_resources(host)
-    assert sorted(r.cpuset for r in rows) == list(range(8)), "the whole node at once"
+    assert sorted(int(r.cpuset) for r in rows) == list(range(8)), "the whole node at once"
     assert {r.state for r in rows} == {"Absent"} and {r.next_state for r in rows} == {"UnChanged"}
     with oar_node_sshd(address):
         status, reply = post(port, body)  # the node registers again once oar-node runs

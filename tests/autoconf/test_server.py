@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoconf import etchosts, oarconf, server
+from autoconf import etchosts, nfs, oarconf, server
 from autoconf.block import BEGIN
 from autoconf.config import Config, Role
 from autoconf.detect import Detection
@@ -27,7 +27,8 @@ class FakeSystem:
 
     def __init__(self, properties: set[str] | None = None, systemd: bool = False) -> None:
         self.hostname = "debian"
-        self.running = {"postgresql": False, "oar-server": False, server.REGISTRY_UNIT: False}
+        self.running = {"postgresql": False, "oar-server": False, server.REGISTRY_UNIT: False,
+                        nfs.NFS_UNIT: False}
         self.database = False
         self.properties = set(properties or {"cpuset", "drain", "last_available_upto"})
         self.calls: list[list[str]] = []
@@ -73,6 +74,8 @@ class FakeSystem:
                 if not (self.running["postgresql"] and self.database and self.readable):
                     return 2, ""
                 return 0, json.dumps(sorted({"resource_id", "state", *self.properties}))
+            case ["exportfs", "-ra"]:
+                pass
             case ["oarproperty", "-a", name] | ["oarproperty", "-c", "-a", name]:
                 assert name not in self.properties, "oarproperty -a fails on an existing one"
                 self.properties.add(name)
@@ -93,6 +96,9 @@ def server_root(tmp_path: Path,
     (tmp_path / "etc/postgresql/15/main/pg_hba.conf").write_text(HBA)
     (tmp_path / "etc/hosts").write_text(hosts)
     (tmp_path / "etc/hostname").write_text("debian\n")
+    (tmp_path / "proc").mkdir(exist_ok=True)  # /home is a filesystem of its own (test_nfs:
+    with (tmp_path / "proc/mounts").open("a") as mounts:  # one on the live overlay)
+        mounts.write(f"overlay / overlay rw 0 0\ntmpfs {tmp_path}/home tmpfs rw 0 0\n")
     return tmp_path
 
 

@@ -4,9 +4,11 @@ One cluster serves the whole module, in order (booting three VMs under emulation
 expensive part). It comes up the way a room of machines switched on at once does: the nodes
 boot first, the server last (`oar-vcluster up --nodes-first`), so every node registers in one
 storm. Then: resources as each VM has them, each role's OAR units, a two-node job that must
-start within FIRST_JOB_SECONDS of `up` returning, a one-core job in its cpuset (two busy loops on
-one CPU, nothing left after it), an interactive job, a node reboot while the server is loaded, a
-server reboot (its database is gone; the nodes register again by themselves).
+start within FIRST_JOB_SECONDS of `up` returning (its output read on the server: the home is
+shared), a one-core job in its cpuset (two busy loops on one CPU, nothing left after it), an
+interactive job, a person added on the server whose jobs on two nodes pass a file through the
+shared home, a node reboot while the server is loaded (mount and accounts back), a server
+reboot (its database and accounts are gone; the nodes register again by themselves).
 Each wait polls with a deadline and, on failure, shows the VMs' relevant serial-log lines.
 """
 
@@ -279,7 +281,50 @@ def test_an_interactive_job_gets_a_shell_on_a_node(cluster, image):
     assert cluster.remote.wait_job(job, 120) in ("Terminated", "Error"), out
 
 
+PERSON = "alice"
+
+
+def as_person(command: str) -> str:
+    """`command` run by the person on the server, from their home."""
+    return f"sudo -n -u {PERSON} -i sh -c {shlex.quote(command)}"
+
+
+def person_uids(cluster) -> dict[str, str]:
+    """machine name -> the person's `uid:gid` there ('' when it has no such account)."""
+    found = {}
+    for m in cluster.state.machines:
+        out = cluster.remote.run(f"getent passwd {PERSON} || true", m, timeout=60).stdout
+        fields = out.strip().split(":")
+        found[m.name] = ":".join(fields[2:4]) if len(fields) == 7 else ""
+    return found
+
+
+def person_job(cluster, node, command: str) -> str:
+    """Run `command` as the person on `node`; its stdout, read on the server."""
+    line = f"oarsub -p \"host='{node.oar_hostname}'\" -l nodes=1 {shlex.quote(command)}"
+    out = cluster.remote.run(as_person(line), timeout=180).stdout
+    job = int(re.search(r"OAR_JOB_ID=(\d+)", out)[1])
+    assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
+    return cluster.remote.run(f"sudo -n cat /home/{PERSON}/OAR.{job}.stdout", timeout=60).stdout
+
+
+def test_a_person_added_on_the_server_runs_jobs_that_share_files_through_the_home(cluster):
+    added = cluster.remote.run(f"sudo -n oar-live adduser {PERSON}", timeout=120).stdout
+    assert "UID" in added, added
+    refused = cluster.remote.run("sudo -n oar-live adduser postgres", timeout=60, check=False)
+    assert refused.returncode == 1 and "system account" in refused.stderr, refused.stderr
+    uids = cluster.wait("every node knows the person",
+                        lambda: (u := person_uids(cluster)) and len(set(u.values())) == 1
+                        and "" not in u.values() and u, 60, 5)
+    first, second = cluster.state.nodes
+    wrote = person_job(cluster, first, "id -u; hostname; hostname > ~/from-first-node")
+    assert wrote.split() == [next(iter(uids.values())).split(":")[0], first.oar_hostname], wrote
+    read = person_job(cluster, second, "hostname; cat ~/from-first-node")
+    assert read.split() == [second.oar_hostname, first.oar_hostname], read
+
+
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+HOME_MOUNT = "findmnt -n -o SOURCE,FSTYPE /home"
 
 
 LOAD = "nohup timeout 240 sh -c 'while :; do :; done' >/dev/null 2>&1 &"
@@ -302,8 +347,13 @@ def test_a_rebooted_node_comes_back_alive_with_the_same_resources(cluster):
     line = f"cd && oarsub -p \"host='{node.oar_hostname}'\" -l nodes=1 '{BOOT_ID}'"
     job = int(re.search(r"OAR_JOB_ID=(\d+)", cluster.remote.run(line, timeout=180).stdout)[1])
     assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
-    after = cluster.remote.run(f"cat ~/OAR.{job}.stdout", node, timeout=60).stdout.strip()
+    after = cluster.remote.job_output(job).strip()  # on the server: the mount is back
     assert after and after != before, f"the job ran on boot {after!r}, not after the reboot"
+    server_address = cluster.remote.address(cluster.state.server)
+    assert cluster.remote.run(HOME_MOUNT, node, timeout=60).stdout.split() == [
+        f"{server_address}:/", "nfs4"]
+    uids = person_uids(cluster)
+    assert uids[node.name] == uids["server"] != "", uids
 
 
 def test_after_a_server_reboot_the_nodes_register_again_and_jobs_run(cluster):
@@ -314,8 +364,11 @@ def test_after_a_server_reboot_the_nodes_register_again_and_jobs_run(cluster):
     found = cluster.wait("both nodes Alive on the new server", lambda: all_registered(cluster),
                          600, 15)
     assert found == expected_resources(cluster.state)
-    for node in cluster.state.nodes:  # the new database numbers jobs from 1 again
-        cluster.remote.run("rm -f ~/OAR.*.stdout ~/OAR.*.stderr", node, timeout=60)
-    job, out = cluster.job(DEMO_JOB, "nodes=2")
+    # The server's home was in RAM: the new one holds none of the old jobs' outputs (the new
+    # database numbers jobs from 1 again), and the person is gone with its accounts.
+    assert cluster.remote.run("ls ~/OAR.1.stdout", timeout=60, check=False).returncode != 0
+    cluster.wait("the nodes drop the person the server no longer has",
+                 lambda: set(person_uids(cluster).values()) == {""}, 60, 5)
+    job, out = cluster.job(DEMO_JOB, "nodes=2")  # written through the nodes' mounts, kept
     assert sorted(out.split()) == sorted(m.oar_hostname for m in cluster.state.nodes), out
 

@@ -81,6 +81,9 @@ def test_netbooted_nodes_got_address_and_squashfs_from_the_server(authoritative)
         assert "oar.role=node" in cmdline and "oar.server=10.77.0.2" in cmdline
         assert f"BOOTIF=01-{node.mac.replace(':', '-')}" in cmdline
         assert int(remote.address(node).rsplit(".", 1)[1]) >= 128
+        # and its /home is the server's
+        home = remote.run("findmnt -n -o SOURCE,FSTYPE /home", node, timeout=60).stdout.split()
+        assert home == ["10.77.0.2:/", "nfs4"], home
     log = remote.run("sudo -n journalctl -u oar-live-pxe --no-pager", timeout=120).stdout
     assert log.count("GET /filesystem.squashfs") >= len(authoritative.nodes), log[-3000:]
 
