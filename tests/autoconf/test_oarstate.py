@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
+import time
 
 import pytest
 
@@ -101,3 +103,32 @@ def test_only_oarnodesetting_add_commands_are_run_by_add(conf):
 @pytest.mark.integration
 def test_the_real_database_has_the_properties_the_registrations_set(oar_server):
     assert {"resource_id", "cpu", "core", "thread", "mem", "host", "cpuset"} <= oar_server.columns()
+
+
+@pytest.mark.integration
+def test_real_oar_logs_when_a_resource_went_alive_and_knows_no_unknown_job(oar_server):
+    host = f"check-{secrets.token_hex(3)}"
+    started = int(time.time()) - 1
+    oar_server.add(["oarnodesetting", "-a", "-h", host, "-p", f"host={host}", "-p", "cpuset=0"])
+    try:
+        oar_server.set_state(host, "Alive")
+        (row,) = oar_server.wait_for_state(host, "Alive", timeout=60)
+        since = oar_server.alive_since(started)
+        assert started <= since[row.resource_id] <= time.time() + 1
+        assert row.resource_id not in oar_server.alive_since(int(time.time()) + 3600)
+        assert oar_server.jobs([2**31 - 1]) == {}
+    finally:
+        oar_server.set_state(host, "Dead")
+        for r in oar_server.wait_for_state(host, "Dead", timeout=60):
+            oar_server.remove(r.resource_id)
+
+
+def test_jobs_and_alive_times_read_as_numbers_from_the_database(tmp_path):
+    conf = tmp_path / "oar.conf"
+    conf.write_text(CONF)
+    answers = iter([json.dumps([{"job_id": 7, "state": "Terminated", "exit_code": 0},
+                                {"job_id": 8, "state": "Error", "exit_code": None}]),
+                    json.dumps([{"resource_id": 3, "t": 1700000000}])])
+    oar = Oar(conf, run=lambda argv, **kw: subprocess.CompletedProcess(argv, 0, next(answers)))
+    assert oar.jobs([7, 8, 9]) == {7: ("Terminated", 0), 8: ("Error", None)}
+    assert oar.alive_since(1699999000) == {3: 1700000000}

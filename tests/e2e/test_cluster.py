@@ -2,13 +2,17 @@
 
 One cluster serves the whole module, in order (booting three VMs under emulation is the
 expensive part): resources as each VM has them, a two-node job, a one-core job in its cpuset,
-a node reboot, a server reboot (its database is gone; the nodes register again by themselves).
+a user's own 2-node MPI program, an interactive 2-node job, `oar-live check` passing and then
+failing for a node whose /home is not the server's, a node reboot, a server reboot (its
+database is gone; the nodes register again by themselves).
 Each wait polls with a deadline and, on failure, shows the VMs' relevant serial-log lines.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -141,6 +145,57 @@ def test_a_one_core_job_is_confined_to_one_core(cluster, image):
     assert out.split()[0] == "2", out  # the VM has two CPUs ...
     assert re.fullmatch(r"[01]", allowed), out  # ... and the job may use only one of them
     assert image.job_cgroup(cluster.state.user, job).search(out), out
+
+
+def test_a_user_runs_a_two_node_mpi_program_compiled_on_the_server(cluster):
+    """mpicc on the server, a bare mpirun in a 2-node job: the shared home carries the binary,
+    OAR Live's mpirun takes the job's nodes and starts its daemons through oarsh."""
+    cluster.remote.run("cd && cp /usr/lib/oar-live/autoconf/mpi/hello.c . && "
+                       "mpicc -O2 -o mpi-hello hello.c", timeout=300)
+    job, out = cluster.job("mpirun ./mpi-hello", "nodes=2")
+    hosts = set(re.findall(r"^hello from rank \d+ of 3 on (\S+)$", out, re.M))
+    assert hosts == {m.oar_hostname for m in cluster.state.nodes}, out
+
+
+def test_an_interactive_job_gives_a_shell_on_the_first_node_and_oarsh_reaches_the_second(cluster):
+    # `script` gives oarsub -I the terminal a person at the console or on ssh -t would have
+    typed = ('echo "first=$(hostname)"; '
+             'echo "second=$(oarsh $(sort -u $OAR_NODEFILE | tail -1) hostname)"; exit')
+    line = (f"cd && printf '%s\\n' {shlex.quote(typed)} | "
+            "timeout 400 script -qec 'oarsub -I -l nodes=2' /dev/null")
+    out = cluster.remote.run(line, timeout=450).stdout.replace("\r", "")
+    first = re.search(r"^first=(\S+)$", out, re.M)
+    second = re.search(r"^second=(\S+)$", out, re.M)
+    nodes = {m.oar_hostname for m in cluster.state.nodes}
+    assert first and second, out
+    assert {first[1], second[1]} == nodes, out
+
+
+def oar_live_check(cluster) -> tuple[int, dict]:
+    result = cluster.remote.run("sudo -n oar-live check --json", timeout=900, check=False)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_oar_live_check_passes_on_the_cluster(cluster):
+    """Needs /home shared by the server (NFS) on every node: the jobs run in a folder only the
+    server made."""
+    status, report = oar_live_check(cluster)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert status == 0 and report["ok"] and not failed, report
+    assert (report["nodes"], report["cores"]) == (2, sum(NODE_CPUS)), report
+    assert report["ready_s"] > 0 and report["latency_us"] > 0 and report["bandwidth_MBps"] > 0
+    names = {c["name"] for c in report["checks"]}
+    assert names == {"ready", "job", "cpuset", "home", "mpi"}, report
+
+
+def test_oar_live_check_fails_naming_a_node_whose_home_is_not_the_servers(cluster):
+    node = cluster.state.nodes[-1]  # rebooted by the next scenario: its mount comes back
+    cluster.remote.run("sudo -n umount -l /home", node, timeout=60)
+    status, report = oar_live_check(cluster)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert status == 1 and not report["ok"], report
+    assert failed and all(node.oar_hostname in (c["node"] or "") for c in failed), report
 
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"

@@ -1,0 +1,154 @@
+"""`oar-live check`: how the jobs' reports and OAR's records become verdicts naming nodes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from autoconf import check, oarlive
+from autoconf.check import Check, Report, cpu_list, judge_mpi, judge_node, parse_report
+from autoconf.oarstate import OarResource
+
+TOKEN = "0123456789abcdef"
+
+
+def resource(rid: int, host: str, state: str = "Alive", cpuset: int = 0) -> OarResource:
+    return OarResource(rid, host, state, "UnChanged", 1, rid, None, cpuset, 1)
+
+
+CLUSTER = [resource(1, "node-1"), resource(2, "node-2", cpuset=0),
+           resource(3, "node-2", cpuset=1)]
+
+
+def node_report(host: str, cpus: int, allowed: str, from_server: str = TOKEN) -> dict[str, str]:
+    return parse_report(f"host {host}\ncpus {cpus}\nallowed {allowed}\nhome_fs nfs\n"
+                        f"from_server {from_server}\n")
+
+
+def test_reports_read_as_keys_and_the_ranks_keep_their_number():
+    found = parse_report("ranks 2\nrank 0 node-1\nrank 1 node-2\nlatency_us 81.5\nring ok\n"
+                         "garbage\n")
+    assert found == {"ranks": "2", "rank 0": "node-1", "rank 1": "node-2",
+                     "latency_us": "81.5", "ring": "ok"}
+
+
+@pytest.mark.parametrize(("text", "cpus"), [("1", {1}), ("0-2,5", {0, 1, 2, 5}),
+                                            ("", set()), ("x", set())])
+def test_cpu_lists_read_as_the_kernel_writes_them(text, cpus):
+    assert cpu_list(text) == cpus
+
+
+def test_ready_counts_alive_nodes_and_cores_and_the_time_after_the_boot():
+    since = {1: 1000 + 60, 2: 1000 + 70, 3: 1000 + 95}
+    verdict, nodes, cores, ready_s = check.ready_check(CLUSTER, since, 2, boot_epoch=1000.0)
+    assert verdict.ok and (nodes, cores, ready_s) == (2, 3, 95.0)
+    assert verdict.detail == "cluster ready: 2 nodes, 3 cores, 95 s after the server's boot"
+
+
+def test_ready_fails_naming_the_nodes_that_are_not_alive():
+    resources = [*CLUSTER[:2], resource(3, "node-2", state="Suspected")]
+    verdict, nodes, _cores, _s = check.ready_check(resources, {}, 2, boot_epoch=0.0)
+    assert not verdict.ok and nodes == 1
+    assert "not Alive: node-2" in verdict.detail
+
+
+def test_a_confined_job_on_the_largest_node_and_a_shared_home_pass():
+    checks = judge_node("node-2", 2, "Terminated", node_report("node-2", 2, "1"), TOKEN,
+                        largest=True, stderr="")
+    assert [(c.name, c.ok, c.node) for c in checks] == [
+        ("job", True, "node-2"), ("cpuset", True, "node-2"), ("home", True, "node-2")]
+
+
+def test_a_job_that_may_use_every_cpu_fails_the_cpuset_check():
+    checks = judge_node("node-2", 2, "Terminated", node_report("node-2", 2, "0-1"), TOKEN,
+                        largest=True, stderr="")
+    assert [c.name for c in checks if not c.ok] == ["cpuset"]
+
+
+def test_a_node_without_the_servers_home_fails_naming_it():
+    # its job could not enter the run folder (only the server has it) ...
+    (job,) = judge_node("node-1", 1, "Error", None, TOKEN, largest=False, stderr="")
+    assert not job.ok and job.node == "node-1" and "/home" in job.detail
+    # ... or ran but its report stayed on the node's own disk
+    checks = judge_node("node-1", 1, "Terminated", None, TOKEN, largest=False, stderr="")
+    home = next(c for c in checks if c.name == "home")
+    assert not home.ok and home.node == "node-1"
+    # ... or read another file than the server's
+    checks = judge_node("node-1", 1, "Terminated", node_report("node-1", 1, "0", "other"),
+                        TOKEN, largest=False, stderr="")
+    assert [(c.name, c.node) for c in checks if not c.ok] == [("home", "node-1")]
+
+
+RING = ("hosts node-1 node-2\nnode_to_node {token}\nranks 2\nrank 0 node-1\nrank 1 node-2\n"
+        "latency_us 120.5\nbandwidth_MBps 95.2\nring ok\nmpirun_exit 0\nmpirun_ms 4100\n")
+
+
+def test_a_two_node_ring_gives_its_latency_and_bandwidth():
+    checks, latency, bandwidth = judge_mpi(["node-1", "node-2"], "Terminated",
+                                           parse_report(RING.format(token=TOKEN)), TOKEN, "")
+    assert all(c.ok for c in checks) and (latency, bandwidth) == (120.5, 95.2)
+    assert "node-1 <-> node-2" in checks[-1].detail
+
+
+def test_a_ring_on_one_node_or_a_lost_file_between_nodes_fails():
+    one_node = RING.format(token=TOKEN).replace("rank 1 node-2", "rank 1 node-1")
+    checks, _l, _b = judge_mpi(["node-1", "node-2"], "Terminated", parse_report(one_node),
+                               TOKEN, "")
+    assert [c.name for c in checks if not c.ok] == ["mpi"]
+    checks, _l, _b = judge_mpi(["node-1", "node-2"], "Terminated",
+                               parse_report(RING.format(token="")), TOKEN, "")
+    assert [(c.name, c.node) for c in checks if not c.ok] == [("home", "node-2")]
+    checks, latency, _b = judge_mpi(["node-1", "node-2"], "Error", None, TOKEN, "oarsh: denied")
+    assert not checks[0].ok and "oarsh: denied" in checks[0].detail and latency is None
+
+
+def test_the_report_fails_when_one_check_fails_and_says_which():
+    report = Report((Check("ready", True, "cluster ready: 2 nodes, 3 cores"),
+                     Check("home", False, "did not read the server's file", "node-2")),
+                    2, 3, 80.0, None, None, 61.0)
+    assert not report.ok
+    text = report.render()
+    assert "FAIL  home    node-2: did not read" in text
+    assert text.splitlines()[-1] == "cluster check FAILED: 1 of 2 checks (61 s)"
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["ok"] is False and data["checks"][1]["node"] == "node-2"
+
+
+def test_check_refuses_to_run_without_the_oar_configuration(tmp_path, capsys):
+    assert check.main(["--root", str(tmp_path)]) == 2
+    assert "run it as root on the server" in capsys.readouterr().err
+
+
+def test_the_job_runner_becomes_the_user_and_reads_the_job_id(tmp_path):
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append((argv, kwargs))
+        return subprocess.CompletedProcess(argv, 0, "[ADMISSION RULE] ok\nOAR_JOB_ID=42\n", "")
+
+    user = check.pwd.struct_passwd(("someone", "x", 54321, 54321, "", str(tmp_path), "/bin/sh"))
+    runner = check.Runner(user, tmp_path, fake_run)
+    assert runner.submit("core=1", "./node-check.sh", "node-2") == 42
+    argv, kwargs = calls[0]
+    assert argv[:4] == ["runuser", "-u", "someone", "--"]
+    assert argv[4:] == ["oarsub", "-n", "oar-live-check", "-p", "host='node-2'", "-l", "core=1",
+                        "./node-check.sh"]
+    assert kwargs["cwd"] == tmp_path and kwargs["env"]["HOME"] == str(tmp_path)
+
+
+@pytest.mark.spawns
+def test_the_scripts_the_jobs_run_are_valid_bash(tmp_path):
+    for name, text in (("node", check.NODE_SCRIPT), ("mpi", check.MPI_SCRIPT)):
+        path = tmp_path / name
+        path.write_text(text)
+        assert subprocess.run(["bash", "-n", str(path)]).returncode == 0, name
+    assert (check.MPI_SOURCES / "ring.c").is_file()
+
+
+def test_oar_live_dispatches_to_its_subcommands(capsys):
+    assert oarlive.main([]) == 2
+    assert "check" in capsys.readouterr().out
+    assert oarlive.main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
