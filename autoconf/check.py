@@ -49,10 +49,10 @@ HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
 JOB_ID = re.compile(r"OAR_JOB_ID=(\d+)")
 POLL_SECONDS = 2.0
 
-# One node's part, in a core=1 job pinned to it; its report is job-$OAR_JOB_ID.txt.
+# One node's part: what a core=1 job sees there; its report is node-HOST.txt.
 NODE_SCRIPT = r"""#!/bin/bash
-# oar-live check: what one node's core=1 job sees (its CPUs, its home).
-report="job-$OAR_JOB_ID.txt"
+# oar-live check: what one node's core=1 job sees (its CPUs, its home). $1: the node's name.
+report="node-$1.txt"
 {
   echo "host $(hostname)"
   echo "cpus $(nproc --all)"
@@ -62,20 +62,22 @@ report="job-$OAR_JOB_ID.txt"
 } > "$report.new" && mv "$report.new" "$report"
 """
 
-# Two nodes, one core each: a file from the second node read on the first, then the ring.
+# Two nodes, one core each: both nodes' own part (the second through oarsh), what the second
+# wrote read on the first, then ring.c built on the first and run by a bare mpirun.
 MPI_SCRIPT = r"""#!/bin/bash
-# oar-live check: a bare mpirun on the job's two nodes, and the home between them.
-report="job-$OAR_JOB_ID.txt"
+# oar-live check: two nodes' parts, the home between them, and an MPI ring through oarsh.
+hosts=($(sort -u "$OAR_NODEFILE"))
+./node-check.sh "${hosts[0]}"
+oarsh "${hosts[1]}" "cd '$PWD' && ./node-check.sh '${hosts[1]}'" </dev/null
 {
-  hosts=($(sort -u "$OAR_NODEFILE"))
   echo "hosts ${hosts[*]}"
-  oarsh "${hosts[1]}" "cd '$PWD' && cat from-server > 'n2n-${hosts[1]}'"
-  echo "node_to_node $(cat "n2n-${hosts[1]}" 2>/dev/null)"
+  echo "node_to_node $(sed -n 's/^from_server //p' "node-${hosts[1]}.txt" 2>/dev/null)"
+  mpicc -O2 -o ring ring.c 2>&1
   started=$(date +%s%N)
   mpirun ./ring 2>&1
   echo "mpirun_exit $?"
   echo "mpirun_ms $(( ($(date +%s%N) - started) / 1000000 ))"
-} > "$report.new" 2>&1; mv "$report.new" "$report"
+} > mpi.txt.new 2>&1; mv mpi.txt.new mpi.txt
 """
 
 
@@ -162,11 +164,15 @@ def ready_check(resources: Sequence[OarResource], since: dict[int, int], nbmin: 
 
 
 def judge_node(host: str, cpus: int, state: str, report: dict[str, str] | None, token: str,
-               largest: bool, stderr: str) -> list[Check]:
-    """The job, cpuset and home verdicts of one node's job."""
+               largest: bool, stderr: str, job_hosts: Sequence[str] = ()) -> list[Check]:
+    """The job, cpuset and home verdicts of one node, from the job that ran its part (its own,
+    or the 2-node job on `job_hosts`: a failure of that one names both nodes)."""
     if state != "Terminated":
         why = f": {stderr}" if stderr else " (could it enter the run folder in /home?)"
-        return [Check("job", False, f"its job ended {state}{why}", host)]
+        both = len(job_hosts) > 1
+        what = f"the job on {' and '.join(job_hosts)}" if both else "its job"
+        return [Check("job", False, f"{what} ended {state}{why}",
+                      " ".join(job_hosts) if both else host)]
     if report is None:
         return [Check("job", True, "its core=1 job ran", host),
                 Check("home", False, "its job's report did not reach the server through "
@@ -230,9 +236,11 @@ class Runner:
         return self._run([*prefix, *argv], cwd=self.folder, timeout=timeout,
                          env={"HOME": self.user.pw_dir})
 
-    def submit(self, resources: str, command: str, host: str | None = None) -> int:
-        where = ["-p", f"host='{host}'"] if host else []
-        out = self(["oarsub", "-n", "oar-live-check", *where, "-l", resources, command]).stdout
+    def submit(self, resources: str, command: str, where: str = "") -> int:
+        """`oarsub` in the run folder (`where`: OAR's -p, an SQL condition on resources)."""
+        condition = ["-p", where] if where else []
+        out = self(["oarsub", "-n", "oar-live-check", *condition, "-l", resources,
+                    command]).stdout
         found = JOB_ID.search(out)
         if not found:
             raise proc.CommandError(["oarsub"], 1, f"printed no job id: {out.strip()[-200:]}")
@@ -263,13 +271,15 @@ def wait_jobs(oar: Oar, ids: Sequence[int], timeout: float,
         time.sleep(POLL_SECONDS)
 
 
-def read_job(folder: Path, job: int) -> tuple[dict[str, str] | None, str]:
-    """The job's report, and the last line of its stderr (OAR.ID.stderr)."""
-    report = folder / f"job-{job}.txt"
-    text = report.read_text(errors="replace")[:20000] if report.exists() else None
-    err = folder / f"OAR.{job}.stderr"
-    lines = err.read_text(errors="replace")[-2000:].strip().splitlines() if err.exists() else []
-    return (parse_report(text) if text is not None else None), (lines[-1] if lines else "")
+def read_report(path: Path) -> dict[str, str] | None:
+    """A job's report (`key value` lines), None when it did not reach the server."""
+    return parse_report(path.read_text(errors="replace")[:20000]) if path.exists() else None
+
+
+def last_line(path: Path) -> str:
+    """The last line of a job's stderr (OAR.ID.stderr), "" when there is none."""
+    lines = path.read_text(errors="replace")[-2000:].strip().splitlines() if path.exists() else []
+    return lines[-1] if lines else ""
 
 
 def default_user() -> pwd.struct_passwd:
@@ -297,17 +307,21 @@ def run_check(oar: Oar, user: pwd.struct_passwd, nbmin: int, root: Path, timeout
     token = secrets.token_hex(8)
     folder = prepare(user, token)
     as_user = Runner(user, folder, run)
-    jobs: dict[int, str | None] = {}  # job -> its node (None: the MPI job)
+    # The two largest nodes share the MPI job (one core each: their own parts run in it too);
+    # every other node gets a core=1 job of its own. All run at once, on different nodes.
+    pair = [n.host for n in alive[:2]] if len(alive) >= 2 else []
+    jobs: dict[int, list[str]] = {}  # job -> the nodes whose parts it runs
     latency = bandwidth = None
     try:
-        for node in alive:
-            jobs[as_user.submit("core=1,walltime=0:10:00", "./node-check.sh", node.host)] = \
-                node.host
-        if len(alive) >= 2:
-            as_user(["mpicc", "-O2", "-o", "ring", "ring.c"], timeout=300)
-            jobs[as_user.submit("/nodes=2/core=1,walltime=0:10:00", "./mpi-check.sh")] = None
+        if pair:
+            where = " OR ".join(f"host='{h}'" for h in pair)
+            jobs[as_user.submit("/nodes=2/core=1,walltime=0:10:00", "./mpi-check.sh",
+                                where=where)] = pair
         elif alive:
             checks.append(Check("mpi", True, "not tested: one node only"))
+        for node in alive[len(pair):]:
+            jobs[as_user.submit("core=1,walltime=0:10:00", f"./node-check.sh {node.host}",
+                                where=f"host='{node.host}'")] = [node.host]
         states = wait_jobs(oar, list(jobs), timeout)
     except (proc.CommandError, OarError) as exc:
         checks.append(Check("submit", False, str(exc)))
@@ -317,17 +331,17 @@ def run_check(oar: Oar, user: pwd.struct_passwd, nbmin: int, root: Path, timeout
         if late:
             with contextlib.suppress(proc.CommandError):
                 as_user(["oardel", *map(str, late)], timeout=120)
-    for job, host in jobs.items():
+    for job, hosts in jobs.items():
         state = states.get(job, "not run")
-        report, stderr = read_job(folder, job)
-        if host is None:
-            more, latency, bandwidth = judge_mpi([n.host for n in alive], state, report, token,
-                                                 stderr)
+        stderr = last_line(folder / f"OAR.{job}.stderr")
+        for node in (n for n in alive if n.host in hosts):
+            checks += judge_node(node.host, node.resources, state,
+                                 read_report(folder / f"node-{node.host}.txt"), token,
+                                 node is alive[0], stderr, hosts)
+        if hosts == pair:
+            more, latency, bandwidth = judge_mpi(pair, state, read_report(folder / "mpi.txt"),
+                                                 token, stderr)
             checks += more
-        else:
-            node = next(n for n in alive if n.host == host)
-            checks += judge_node(host, node.resources, state, report, token,
-                                 node is alive[0], stderr)
     checks.sort(key=lambda c: ["ready", "job", "cpuset", "home", "mpi", "submit"].index(c.name))
     report = Report(tuple(checks), nodes, cores, ready_s, latency, bandwidth,
                     round(time.monotonic() - started, 1))

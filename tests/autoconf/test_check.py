@@ -71,6 +71,10 @@ def test_a_node_without_the_servers_home_fails_naming_it():
     # its job could not enter the run folder (only the server has it) ...
     (job,) = judge_node("node-1", 1, "Error", None, TOKEN, largest=False, stderr="")
     assert not job.ok and job.node == "node-1" and "/home" in job.detail
+    # ... the 2-node job it shared failed: both nodes are named
+    (job,) = judge_node("node-1", 1, "Error", None, TOKEN, largest=False, stderr="",
+                        job_hosts=["node-2", "node-1"])
+    assert job.node == "node-2 node-1" and "the job on node-2 and node-1" in job.detail
     # ... or ran but its report stayed on the node's own disk
     checks = judge_node("node-1", 1, "Terminated", None, TOKEN, largest=False, stderr="")
     home = next(c for c in checks if c.name == "home")
@@ -130,11 +134,11 @@ def test_the_job_runner_becomes_the_user_and_reads_the_job_id(tmp_path):
 
     user = check.pwd.struct_passwd(("someone", "x", 54321, 54321, "", str(tmp_path), "/bin/sh"))
     runner = check.Runner(user, tmp_path, fake_run)
-    assert runner.submit("core=1", "./node-check.sh", "node-2") == 42
+    assert runner.submit("core=1", "./node-check.sh node-2", "host='node-2'") == 42
     argv, kwargs = calls[0]
     assert argv[:4] == ["runuser", "-u", "someone", "--"]
     assert argv[4:] == ["oarsub", "-n", "oar-live-check", "-p", "host='node-2'", "-l", "core=1",
-                        "./node-check.sh"]
+                        "./node-check.sh node-2"]
     assert kwargs["cwd"] == tmp_path and kwargs["env"]["HOME"] == str(tmp_path)
 
 

@@ -160,7 +160,8 @@ def test_a_user_runs_a_two_node_mpi_program_compiled_on_the_server(cluster):
 def test_an_interactive_job_gives_a_shell_on_the_first_node_and_oarsh_reaches_the_second(cluster):
     # `script` gives oarsub -I the terminal a person at the console or on ssh -t would have
     typed = ('echo "first=$(hostname)"; '
-             'echo "second=$(oarsh $(sort -u $OAR_NODEFILE | tail -1) hostname)"; exit')
+             'echo "second=$(oarsh $(sort -u $OAR_NODEFILE | tail -1) hostname </dev/null)"; '
+             'exit')  # oarsh (ssh) would read the rest of the typed lines, `exit` included
     line = (f"cd && printf '%s\\n' {shlex.quote(typed)} | "
             "timeout 400 script -qec 'oarsub -I -l nodes=2' /dev/null")
     out = cluster.remote.run(line, timeout=450).stdout.replace("\r", "")
@@ -190,8 +191,12 @@ def test_oar_live_check_passes_on_the_cluster(cluster):
 
 
 def test_oar_live_check_fails_naming_a_node_whose_home_is_not_the_servers(cluster):
-    node = cluster.state.nodes[-1]  # rebooted by the next scenario: its mount comes back
-    cluster.remote.run("sudo -n umount -l /home", node, timeout=60)
+    """The node's own empty folder over the user's home there: its node watcher would mount a
+    missing /home again within seconds, it leaves this alone (/home stays the server's)."""
+    node = cluster.state.nodes[-1]  # rebooted by the next scenario: its view comes back
+    user = cluster.state.user
+    cluster.remote.run(f"sudo -n mount -t tmpfs -o mode=0755 not-the-servers /home/{user}",
+                       node, timeout=60)
     status, report = oar_live_check(cluster)
     failed = [c for c in report["checks"] if not c["ok"]]
     assert status == 1 and not report["ok"], report
