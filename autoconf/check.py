@@ -40,7 +40,7 @@ from autoconf.oarstate import Oar, OarError, OarResource
 from autoconf.status import summarise
 from boot import proc
 
-__all__ = ["Check", "Report", "main"]
+__all__ = ["Check", "Report", "add_commands", "run_check"]
 
 MPI_SOURCES = Path(__file__).resolve().parent / "mpi"
 RUN_DIR = ".oar-live-check"  # in the user's home: the runs, one folder each
@@ -350,15 +350,20 @@ def run_check(oar: Oar, user: pwd.struct_passwd, nbmin: int, root: Path, timeout
     return report
 
 
-def main(argv: list[str] | None = None, oar: Oar | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="oar-live check", description=__doc__.splitlines()[0])
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """`oar-live check` in the oar-live dispatcher (autoconf.oarlive)."""
+    parser = subparsers.add_parser("check", help=__doc__.splitlines()[0].split(": ", 1)[1],
+                                   description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--user", help="whose jobs (default: who ran sudo, else the first "
                                        "normal account)")
     parser.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
                         help="how long the jobs may take, together (default %(default)s)")
     parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    parser.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace, oar: Oar | None = None) -> int:
     conf = args.root / OAR_CONF
     if not os.access(conf, os.R_OK):
         print(f"oar-live check: cannot read {conf}: run it as root on the server "

@@ -1,39 +1,24 @@
-"""`oar-live`: the cluster administrator's command on the server, one subcommand per module.
+"""`oar-live`: what a person administering a booted OAR Live cluster runs (check).
 
-    oar-live check [--json]      the cluster tests itself (autoconf.check)
-
-Each subcommand's module parses the rest of the arguments itself and is imported only when
-asked for.
+A thin dispatcher: each feature module adds its subcommands (`add_commands`), each of which
+sets the function that runs it.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
 import sys
 
-# subcommand -> (module, help)
-SUBCOMMANDS = {
-    "check": ("autoconf.check", "run a short acceptance suite on the live cluster"),
-}
-
-
-def usage() -> str:
-    lines = ["usage: oar-live COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, (_module, text) in SUBCOMMANDS.items()]
-    return "\n".join(lines)
+from autoconf import check
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(usage())
-        return 0 if args else 2
-    if args[0] not in SUBCOMMANDS:
-        print(f"oar-live: unknown command {args[0]!r}\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(SUBCOMMANDS[args[0]][0])
+    parser = argparse.ArgumentParser(prog="oar-live", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check.add_commands(subparsers)
+    args = parser.parse_args(argv)
     try:
-        return int(module.main(args[1:]) or 0)
+        return args.run(args)
     except KeyboardInterrupt:
         return 130
 

@@ -121,7 +121,7 @@ def test_the_report_fails_when_one_check_fails_and_says_which():
 
 
 def test_check_refuses_to_run_without_the_oar_configuration(tmp_path, capsys):
-    assert check.main(["--root", str(tmp_path)]) == 2
+    assert oarlive.main(["check", "--root", str(tmp_path)]) == 2
     assert "run it as root on the server" in capsys.readouterr().err
 
 
@@ -152,7 +152,9 @@ def test_the_scripts_the_jobs_run_are_valid_bash(tmp_path):
 
 
 def test_oar_live_dispatches_to_its_subcommands(capsys):
-    assert oarlive.main([]) == 2
-    assert "check" in capsys.readouterr().out
-    assert oarlive.main(["frobnicate"]) == 2
-    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        oarlive.main(["--help"])
+    assert exit_status.value.code == 0 and "check" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_status:
+        oarlive.main(["frobnicate"])
+    assert exit_status.value.code == 2 and "frobnicate" in capsys.readouterr().err
