@@ -6,14 +6,14 @@ naming the node when one fails:
 
 - ready: N nodes Alive (at least oar.nbmin), M cores, and how long after the server's boot
   they all were (OAR's resource logs);
-- job: a `core=1` job pinned to every Alive node ran there (all submitted at once);
+- job: every Alive node ran its part in a `core=1` job: the two largest nodes share the 2-node
+  MPI job (one core on each), every other node has a job pinned to it, all submitted at once;
 - cpuset: on the node with the most CPUs that job saw one CPU only;
-- home: each node read a file the server wrote in the user's home, and the server read the
-  node's report: /home is the server's, shared (the jobs start in a folder only the server
-  made);
-- mpi: a 2-node ring (autoconf/mpi/ring.c, compiled here with mpicc) started by a bare
-  `mpirun` through oarsh, with its latency and bandwidth; and a file one node wrote read
-  by the other.
+- home: each node read a file the server wrote in the user's home, the server read the node's
+  report, and the first node of the MPI job read what the second wrote: /home is the server's,
+  shared (the jobs start in a folder only the server made);
+- mpi: a 2-node ring (mpi/ring.c, built in the job with mpicc) started by a bare `mpirun`
+  through oarsh, with its latency and bandwidth.
 
 Exit status 0 when every check passed, 1 when one failed, 2 when it could not run.
 """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 
 import pytest
@@ -158,3 +160,80 @@ def test_oar_live_dispatches_to_its_subcommands(capsys):
     with pytest.raises(SystemExit) as exit_status:
         oarlive.main(["frobnicate"])
     assert exit_status.value.code == 2 and "frobnicate" in capsys.readouterr().err
+
+
+class FakeCluster:
+    """OAR as run_check sees it: resources, their Alive logs, and jobs that "run" at oarsub by
+    writing what the node scripts would (each node's home is the server's unless `unshared`)."""
+
+    def __init__(self, folder_of, unshared: str = "") -> None:
+        self.folder_of, self.unshared = folder_of, unshared
+        self.resources_ = [resource(1, "node-1"), resource(2, "node-2", cpuset=0),
+                           resource(3, "node-2", cpuset=1), resource(4, "node-3")]
+        self.states: dict[int, str] = {}
+        self.submitted: list[list[str]] = []
+
+    # the Oar side
+    def resources(self):
+        return self.resources_
+
+    def alive_since(self, after):
+        return {r.resource_id: after + 60 + r.resource_id for r in self.resources_}
+
+    def jobs(self, ids):
+        return {i: (self.states[i], 0) for i in ids if i in self.states}
+
+    # the runner side
+    def __call__(self, argv, cwd=None, **kwargs):
+        argv = argv[4:] if argv[0] == "runuser" else argv
+        if argv[0] != "oarsub":
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        self.submitted.append(argv)
+        job = len(self.submitted)
+        where = argv[argv.index("-p") + 1]
+        hosts = sorted(re.findall(r"host='([^']+)'", where))
+        token = (cwd / "from-server").read_text().strip()
+        if self.unshared in hosts and len(hosts) == 1:
+            self.states[job] = "Error"  # it could not enter the run folder
+        else:
+            self.states[job] = "Terminated"
+            for h in hosts:
+                if h != self.unshared:
+                    cpus = sum(r.host == h for r in self.resources_)
+                    (cwd / f"node-{h}.txt").write_text(
+                        f"host {h}\ncpus {cpus}\nallowed 0\nhome_fs nfs\nfrom_server {token}\n")
+            if len(hosts) == 2:
+                seen = "" if self.unshared in hosts else token
+                (cwd / "mpi.txt").write_text(
+                    RING.replace("node-1 node-2", " ".join(hosts)).format(token=seen)
+                    .replace("rank 0 node-1", f"rank 0 {hosts[0]}")
+                    .replace("rank 1 node-2", f"rank 1 {hosts[1]}"))
+        return subprocess.CompletedProcess(argv, 0, f"OAR_JOB_ID={job}\n", "")
+
+
+def run_on_fake(tmp_path, unshared=""):
+    (tmp_path / "proc").mkdir(exist_ok=True)
+    (tmp_path / "proc/uptime").write_text("300.0 10.0\n")
+    fake = FakeCluster(None, unshared)
+    user = check.pwd.struct_passwd(("someone", "x", os.geteuid(), os.getegid(), "",
+                                    str(tmp_path / "home"), "/bin/sh"))
+    report = check.run_check(fake, user, 3, tmp_path, timeout=5, run=fake)
+    return report, fake
+
+
+def test_the_two_largest_nodes_share_the_mpi_job_the_others_get_one_each(tmp_path):
+    report, fake = run_on_fake(tmp_path)
+    wheres = [argv[argv.index("-p") + 1] for argv in fake.submitted]
+    assert wheres[0] in ("host='node-2' OR host='node-1'", "host='node-2' OR host='node-3'")
+    assert len(fake.submitted) == 2 and "/nodes=2/core=1" in fake.submitted[0][6]
+    assert report.ok, report.render()
+    assert (report.nodes, report.cores) == (3, 4) and report.latency_us == 120.5
+    assert {c.node for c in report.checks if c.name == "job"} == {"node-1", "node-2", "node-3"}
+    assert not list((tmp_path / "home" / check.RUN_DIR).iterdir()), "a passed run leaves nothing"
+
+
+def test_a_node_without_the_servers_home_is_named_and_the_run_folder_kept(tmp_path):
+    report, _fake = run_on_fake(tmp_path, unshared="node-3")
+    failed = [c for c in report.checks if not c.ok]
+    assert not report.ok and failed and all("node-3" in (c.node or "") for c in failed)
+    assert list((tmp_path / "home" / check.RUN_DIR).iterdir()), "kept for a look"
