@@ -199,7 +199,8 @@ def judge_mpi(hosts: Sequence[str], state: str, report: dict[str, str] | None, t
               stderr: str) -> tuple[list[Check], float | None, float | None]:
     if state != "Terminated" or report is None:
         why = stderr or ("its report did not reach the server" if report is None else "")
-        verdict = Check("mpi", False, f"the 2-node job ended {state}: {why}".rstrip(": "))
+        verdict = Check("mpi", False, f"the 2-node job ended {state}: {why}".rstrip(": "),
+                        " ".join(hosts) or None)
         return [verdict], None, None
     pair = report.get("hosts", "").split()
     second = pair[1] if len(pair) > 1 else "?"

@@ -108,6 +108,7 @@ def test_a_ring_on_one_node_or_a_lost_file_between_nodes_fails():
     assert [(c.name, c.node) for c in checks if not c.ok] == [("home", "node-2")]
     checks, latency, _b = judge_mpi(["node-1", "node-2"], "Error", None, TOKEN, "oarsh: denied")
     assert not checks[0].ok and "oarsh: denied" in checks[0].detail and latency is None
+    assert checks[0].node == "node-1 node-2", "a job that did not run names both its nodes"
 
 
 def test_the_report_fails_when_one_check_fails_and_says_which():
