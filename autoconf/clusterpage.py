@@ -88,7 +88,7 @@ def cluster(root: Path = Path("/"), oar: Oar | None = None) -> dict[str, Any]:
         "time": int(time.time()), "server": server, "site": {
             k: site.get(k) for k in ("oar_version", "distribution", "job_user", "role")},
         "nbmin": nbmin, "alive": alive, "ready": alive >= nbmin,
-        "nodes": nodes, "jobs": oar.jobs(), "links": LINKS,
+        "nodes": nodes, "jobs": oar.unfinished_jobs(), "links": LINKS,
     }  # fmt: skip
 
 

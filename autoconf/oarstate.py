@@ -143,7 +143,7 @@ class Oar:
         except (KeyError, TypeError) as exc:
             raise OarError(f"unexpected answer from the OAR database: {exc}") from None
 
-    def jobs(self) -> list[dict[str, Any]]:
+    def unfinished_jobs(self) -> list[dict[str, Any]]:
         """The jobs not finished yet: id, user, name, state, start time, hosts; by id."""
         rows = self._query(_JOBS_QUERY, "OAR's jobs")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -159,6 +159,31 @@ class Oar:
         if not isinstance(names, list) or "resource_id" not in names:
             raise OarError("the OAR database has no resources table")
         return {str(name) for name in names}
+
+    def job_states(self, ids: Sequence[int]) -> dict[int, tuple[str, int | None]]:
+        """job id -> (state, exit code) of these jobs; a job OAR does not know is left out."""
+        wanted = ",".join(str(int(i)) for i in ids) or "NULL"
+        rows = self._query(
+            "SELECT coalesce(json_agg(j), '[]') FROM (SELECT job_id, state, exit_code"
+            f" FROM jobs WHERE job_id IN ({wanted})) j", "OAR's jobs")
+        try:
+            return {int(r["job_id"]): (str(r["state"]),
+                                       None if r["exit_code"] is None else int(r["exit_code"]))
+                    for r in rows}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+
+    def alive_since(self, after: int) -> dict[int, int]:
+        """resource id -> the first time (epoch seconds, at or after `after`) OAR logged it
+        Alive; a resource never logged Alive since then is left out."""
+        rows = self._query(
+            "SELECT coalesce(json_agg(l), '[]') FROM (SELECT resource_id, min(date_start) AS t"
+            " FROM resource_logs WHERE attribute = 'state' AND value = 'Alive'"
+            f" AND date_start >= {int(after)} GROUP BY resource_id) l", "OAR's resource logs")
+        try:
+            return {int(r["resource_id"]): int(r["t"]) for r in rows}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OarError(f"unexpected answer from the OAR database: {exc}") from None
 
     def host_resources(self, host: str) -> list[OarResource]:
         """The resources of `host` (one host's rows read, not the whole table)."""

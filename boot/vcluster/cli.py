@@ -58,6 +58,7 @@ KVM_PROBE_SECONDS = 8.0  # a working KVM prints the kernel banner in well under 
 STATUS_POLL_SECONDS = 15.0  # each status costs the server a few OAR commands under emulation
 UEFI_GAVE_UP = "UEFI Interactive Shell"  # OVMF's last boot option: every other one failed
 DEMO_JOB = 'for h in $(sort -u "$OAR_NODEFILE"); do oarsh "$h" hostname; done'
+CHECK_COMMAND = "oar-live check"  # the server's acceptance suite (autoconf/check.py)
 
 
 # ---- processes ------------------------------------------------------------------------------
@@ -419,7 +420,8 @@ def reboot(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """up, a job on two nodes that runs `hostname` on each of them through oarsh, down."""
+    """up, a job on two nodes that runs `hostname` on each of them through oarsh, the
+    cluster's own acceptance suite (`oar-live check`), down."""
     try:
         state = up(args)
         remote = Remote(state, args.password)
@@ -429,7 +431,10 @@ def demo(args: argparse.Namespace) -> int:
         final = remote.wait_job(job, timeout=600)
         print(f"job {job}: {final}; its output (OAR.{job}.stdout):")
         print(remote.job_output(job).rstrip())
-        return 0 if final == "Terminated" else 1
+        print(f"sudo {CHECK_COMMAND}", flush=True)
+        check = remote.run(f"sudo -n {CHECK_COMMAND}", timeout=900, check=False)
+        print((check.stdout + check.stderr).rstrip())
+        return 0 if final == "Terminated" and check.returncode == 0 else 1
     finally:
         down(args.state_dir, keep_logs=args.keep_logs)
 
@@ -455,7 +460,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True)
     for name in ("up", "demo"):
         s = sub.add_parser(name, help="boot a server and N nodes" + (
-            ", run a 2-node job, stop" if name == "demo" else ""))
+            ", run a 2-node job and oar-live check, stop" if name == "demo" else ""))
         s.add_argument("--iso", required=True, help="an OAR Live ISO (make iso: out/oar-live.iso)")
         s.add_argument("--nodes", type=int, default=2, help="compute nodes (default 2)")
         s.add_argument("--smp", type=int_list, default=[1], help="CPUs of each node, e.g. 1,2")

@@ -26,7 +26,7 @@ class FixedOar:
             raise self.error
         return self._resources
 
-    def jobs(self):
+    def unfinished_jobs(self):
         return self._jobs
 
 

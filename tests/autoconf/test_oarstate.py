@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
+import time
 
 import pytest
 
@@ -131,7 +133,7 @@ def test_the_jobs_not_finished_are_read_in_one_psql_call_with_their_hosts(conf):
     jobs = [{"job_id": 3, "job_user": "user", "job_name": None, "state": "Running",
              "start_time": 1700000000, "hosts": ["node-1"]}]
     psql = Psql(json.dumps(jobs))
-    assert Oar(conf, psql).jobs() == jobs
+    assert Oar(conf, psql).unfinished_jobs() == jobs
     [(argv, env)] = psql.calls
     sql = argv[-1]
     assert argv[argv.index("-U") + 1] == "oar_ro" and env["PGPASSWORD"] == "s3cret"
@@ -140,11 +142,40 @@ def test_the_jobs_not_finished_are_read_in_one_psql_call_with_their_hosts(conf):
 
 def test_a_jobs_answer_that_is_not_a_list_of_rows_is_an_oar_error(conf):
     with pytest.raises(OarError, match="jobs are not a list"):
-        Oar(conf, Psql('{"job_id": 1}')).jobs()
+        Oar(conf, Psql('{"job_id": 1}')).unfinished_jobs()
 
 
 @pytest.mark.integration
 def test_the_real_database_answers_the_jobs_query(oar_server):
-    jobs = oar_server.jobs()
+    jobs = oar_server.unfinished_jobs()
     assert isinstance(jobs, list)
     assert all({"job_id", "job_user", "state", "hosts"} <= set(job) for job in jobs)
+
+
+@pytest.mark.integration
+def test_real_oar_logs_when_a_resource_went_alive_and_knows_no_unknown_job(oar_server):
+    host = f"check-{secrets.token_hex(3)}"
+    started = int(time.time()) - 1
+    oar_server.add(["oarnodesetting", "-a", "-h", host, "-p", f"host={host}", "-p", "cpuset=0"])
+    try:
+        oar_server.set_state(host, "Alive")
+        (row,) = oar_server.wait_for_state(host, "Alive", timeout=60)
+        since = oar_server.alive_since(started)
+        assert started <= since[row.resource_id] <= time.time() + 1
+        assert row.resource_id not in oar_server.alive_since(int(time.time()) + 3600)
+        assert oar_server.job_states([2**31 - 1]) == {}
+    finally:
+        oar_server.set_state(host, "Dead")
+        for r in oar_server.wait_for_state(host, "Dead", timeout=60):
+            oar_server.remove(r.resource_id)
+
+
+def test_jobs_and_alive_times_read_as_numbers_from_the_database(tmp_path):
+    conf = tmp_path / "oar.conf"
+    conf.write_text(CONF)
+    answers = iter([json.dumps([{"job_id": 7, "state": "Terminated", "exit_code": 0},
+                                {"job_id": 8, "state": "Error", "exit_code": None}]),
+                    json.dumps([{"resource_id": 3, "t": 1700000000}])])
+    oar = Oar(conf, run=lambda argv, **kw: subprocess.CompletedProcess(argv, 0, next(answers)))
+    assert oar.job_states([7, 8, 9]) == {7: ("Terminated", 0), 8: ("Error", None)}
+    assert oar.alive_since(1699999000) == {3: 1700000000}

@@ -21,7 +21,7 @@ RECIPE = PROJECT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml"
 TRIXIE = PROJECT / "recipes" / "debian-trixie-x86_64-oar-2.6-iso.yaml"
 ALL_OUTPUTS = {"output": "iso,tgz,qcow2,raw,vmdk,pxe", "pxe_url": "http://10.0.0.1/oar"}
 SYSTEM_STEPS = ["bootstrap", "system_configuration", "kernel_install", "oar_install", "oar_init",
-                "cpusets", "web", "nfs_home", "agent_install", "clean"]  # fmt: skip
+                "cpusets", "mpi", "web", "nfs_home", "agent_install", "clean"]  # fmt: skip
 # Never checkpointed: this build's own secrets, then the artifacts.
 EXPORTS = ["personalize", "export_prepare", "export_iso", "export_pxe", "export_tgz", "export_disk",
            "export_manifest"]  # fmt: skip
