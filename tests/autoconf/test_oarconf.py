@@ -231,3 +231,43 @@ def test_debians_real_file_only_changes_in_our_keys():
     changed = {b.split("=")[0] for b, a in zip(before, after, strict=True) if b != a}
     assert changed <= set(settings.values())
     assert {"DB_HOSTNAME", "DB_BASE_PASSWD", "DB_BASE_PASSWD_RO", "SERVER_HOSTNAME"} <= changed
+
+
+def _secrets_file(tmp_path, **override):
+    values = {"token": "ab" * 24, "db_password": "cd" * 24, "db_password_ro": "ef" * 24,
+              "job_user_password": "not-read-here", **override}
+    path = tmp_path / "build-secrets.yaml"
+    path.write_text("".join(f"{key}: {value}\n" for key, value in values.items()))
+    return path
+
+
+def test_a_given_secrets_file_gives_the_same_secrets_to_every_build(tmp_path, capsys):
+    given = _secrets_file(tmp_path)
+    roots = [fake_root(tmp_path / name) for name in ("first", "second")]
+    for root in roots:
+        assert oarconf.main(["--root", str(root), "--new-secrets", "--secrets", str(given)]) == 0
+    files = [oarconf.SECRETS_FILE, oarconf.OAR_CONF, Path("etc/oar-live/config.yaml")]
+    for path in files:
+        assert (roots[0] / path).read_bytes() == (roots[1] / path).read_bytes(), path
+    assert oarconf.read_secrets(roots[0]) == oarconf.Secrets("cd" * 24, "ef" * 24)
+    assert f"token: {'ab' * 24}" in (roots[0] / "etc/oar-live/config.yaml").read_text()
+    assert f"cluster token: from {given}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"token": "short"}, "token must be 32 to 128 lowercase hex digits"),
+    ({"db_password_ro": ""}, "db_password_ro must be"),
+])
+def test_a_secrets_file_with_a_bad_value_stops_the_build_naming_the_key(tmp_path, capsys,
+                                                                       override, message):
+    given = _secrets_file(tmp_path, **override)
+    root = fake_root(tmp_path / "root")
+    assert oarconf.main(["--root", str(root), "--new-secrets", "--secrets", str(given)]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_an_oversized_secrets_file_is_refused_before_parsing(tmp_path):
+    given = tmp_path / "huge.yaml"
+    given.write_text("x: " + "a" * oarconf.MAX_SECRETS_FILE_BYTES + "\n")
+    with pytest.raises(oarconf.OarConfError, match="larger than"):
+        oarconf.given_secrets(given)
