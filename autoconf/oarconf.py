@@ -13,7 +13,10 @@ two database passwords, kept in /etc/oar-live/secrets.yaml:
     db_password: <48 hex digits>
     db_password_ro: <48 hex digits>
 
-then writes oar.conf with them. Both files are mode 0600, root only. When secrets.yaml is
+then writes oar.conf with them; `--secrets FILE` takes the three from a build secrets file
+instead (`build-iso --set secrets=FILE`, for reproducible builds: YAML with `token`,
+`db_password`, `db_password_ro`, each 32 to 128 lowercase hex digits; other keys are for the
+recipe). Both files are mode 0600, root only. When secrets.yaml is
 missing at boot the server generates it, so a database created at boot uses fresh passwords.
 
 OAR's web tools read the database as oar_ro with the same password: it is written into
@@ -27,6 +30,7 @@ the REST API's htpasswd (SHA-512 crypt by `openssl passwd -6`, 0640 root:www-dat
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import secrets
@@ -53,6 +57,7 @@ __all__ = [
     "TEMPLATE",
     "OAR_CONF_MODE",
     "ensure_secrets",
+    "given_secrets",
     "new_secrets",
     "new_token",
     "parse",
@@ -84,6 +89,7 @@ _LINE = re.compile(r'^(?P<key>[A-Z][A-Z0-9_]*)="(?P<value>[^"]*)"\s*$')
 # What may sit between double quotes in a bash file without being interpreted.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+=, -]*$")
 _PASSWORD = re.compile(r"^[0-9a-f]{32,128}$")
+MAX_SECRETS_FILE_BYTES = 64 * 1024  # a given build secrets file: a few keys, an ssh key
 
 
 class OarConfError(Exception):
@@ -195,9 +201,29 @@ def ensure_secrets(root: Path = Path("/")) -> tuple[Secrets, bool]:
     return new_secrets(root), True
 
 
-def new_secrets(root: Path = Path("/")) -> Secrets:
-    """Draw new database passwords and store them under `root` (replacing any stored ones)."""
-    generated = Secrets.generate()
+def given_secrets(path: Path) -> tuple[str, Secrets]:
+    """The cluster token and database passwords of a build secrets file (--secrets FILE)."""
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_SECRETS_FILE_BYTES + 1)
+        if len(raw) > MAX_SECRETS_FILE_BYTES:
+            raise OarConfError(f"{path}: larger than {MAX_SECRETS_FILE_BYTES} bytes")
+        data = yaml.safe_load(raw.decode())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise OarConfError(f"cannot read the secrets file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise OarConfError(f"{path}: expected a mapping with token, db_password, db_password_ro")
+    found = {key: str(data.get(key) or "") for key in ("token", "db_password", "db_password_ro")}
+    for key, value in found.items():
+        if not _PASSWORD.match(value):
+            raise OarConfError(f"{path}: {key} must be 32 to 128 lowercase hex digits")
+    return found["token"], Secrets(found["db_password"], found["db_password_ro"])
+
+
+def new_secrets(root: Path = Path("/"), given: Secrets | None = None) -> Secrets:
+    """Store new database passwords under `root` (replacing any stored ones): drawn now, or
+    `given` ones."""
+    generated = given or Secrets.generate()
     text = (
         "# OAR database passwords, generated when this image was built. Keep private.\n"
         f"db_password: {generated.db_password}\n"
@@ -207,8 +233,9 @@ def new_secrets(root: Path = Path("/")) -> Secrets:
     return generated
 
 
-def new_token(root: Path = Path("/")) -> None:
-    """Draw a new cluster token into the image's config.yaml, keeping its other lines."""
+def new_token(root: Path = Path("/"), given: str | None = None) -> None:
+    """Draw a new cluster token (or store `given`) into the image's config.yaml, keeping its
+    other lines."""
     path = root / IMAGE_CONFIG
     try:
         lines = path.read_text().splitlines()
@@ -217,7 +244,8 @@ def new_token(root: Path = Path("/")) -> None:
     except OSError as exc:
         raise OarConfError(f"cannot read {path}: {exc.strerror}") from None
     kept = [line for line in lines if not line.startswith("token:")]
-    _write_private(path, "\n".join([*kept, f"token: {secrets.token_hex(24)}"]) + "\n")
+    token = given or secrets.token_hex(24)
+    _write_private(path, "\n".join([*kept, f"token: {token}"]) + "\n")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -296,12 +324,19 @@ def read_credentials_file(path: Path) -> tuple[str, str]:
     return user, password
 
 
+def reproducible_salt(user: str, password: str) -> str:
+    """The crypt salt of a build from a secrets file: from the account and its password, as
+    personalize salts the shadow line, so the same inputs give the same bytes."""
+    return hashlib.sha256(f"{user}:{password}".encode()).hexdigest()[:16]
+
+
 def write_api_users(user: str, password: str, root: Path = Path("/"),
-                    run: Callable[..., Any] = proc.run) -> bool:
-    """The REST API's htpasswd: `user` with `password` (SHA-512 crypt); changed?"""
+                    run: Callable[..., Any] = proc.run, salt: str | None = None) -> bool:
+    """The REST API's htpasswd: `user` with `password` (SHA-512 crypt, a random salt unless
+    `salt` is given); changed?"""
+    argv = ["openssl", "passwd", "-6", *(["-salt", salt] if salt else []), "-stdin"]
     try:
-        hashed = run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n",
-                     timeout=30).stdout.strip()
+        hashed = run(argv, input=password + "\n", timeout=30).stdout.strip()
     except proc.CommandError as exc:
         raise OarConfError(f"cannot hash the API password: {exc}") from None
     if not hashed.startswith("$6$"):
@@ -343,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("/"))
     parser.add_argument("--new-secrets", action="store_true",
                         help="draw a new cluster token and new database passwords first")
+    parser.add_argument("--secrets", type=Path, metavar="FILE",
+                        help="with --new-secrets: take them from this build secrets file; "
+                             "with --api-credentials: salt the hash reproducibly")
     parser.add_argument("--server-hostname", default="localhost")
     parser.add_argument("--db-host", default="localhost")
     parser.add_argument("--api-credentials", type=Path, metavar="FILE",
@@ -352,12 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.api_credentials is not None:
             user, password = read_credentials_file(args.api_credentials)
-            changed = write_api_users(user, password, args.root)
+            salt = reproducible_salt(user, password) if args.secrets else None
+            changed = write_api_users(user, password, args.root, salt=salt)
             print(f"REST API account {user}: {'changed' if changed else 'unchanged'}")
             return 0
         if args.new_secrets:
-            new_token(args.root)
-            found, generated = new_secrets(args.root), True
+            token, given = given_secrets(args.secrets) if args.secrets else (None, None)
+            new_token(args.root, token)
+            found, generated = new_secrets(args.root, given), True
         else:
             found, generated = ensure_secrets(args.root)
         text = render_for(OarSettings(args.server_hostname, args.db_host, found), args.root)
@@ -366,9 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     except OarConfError as exc:
         print(f"oar-autoconf: {exc}", file=sys.stderr)
         return 1
-    token = "cluster token: generated; " if args.new_secrets else ""
+    origin = f"from {args.secrets}" if args.secrets else "generated"
+    token = f"cluster token: {origin}; " if args.new_secrets else ""
     print(
-        f"{token}database passwords: {'generated' if generated else 'unchanged'}; "
+        f"{token}database passwords: {origin if generated else 'unchanged'}; "
         f"oar.conf: {'changed' if changed else 'unchanged'}"
     )
     return 0

@@ -15,6 +15,9 @@ from builder.compile import CompiledMacrostep
 from builder.variables import Variables
 
 KEY_LENGTH = 24
+# Variables that name an input file anywhere on the host whose content, not only its name,
+# decides what a step makes (`--set secrets=FILE`: the build secrets file).
+CONTENT_VARIABLES = frozenset({"secrets"})
 _SKIP_DIRS = {"__pycache__", ".git", ".pytest_cache", ".ruff_cache", ".venv"}
 
 
@@ -75,6 +78,9 @@ def step_key(previous: str, compiled: CompiledMacrostep, sources: Variables,
         except OSError:
             continue
         if resolved.exists() and resolved.is_relative_to(root) and resolved != root:
+            h.update(f"{name}={tree_digest(resolved)}".encode())
+        elif resolved.is_file() and name in CONTENT_VARIABLES:
+            # An input file outside the project (a build secrets file): its content decides.
             h.update(f"{name}={tree_digest(resolved)}".encode())
     return h.hexdigest()[:KEY_LENGTH]
 

@@ -161,7 +161,8 @@ def _unmet(micro: Microstep, variables: Variables, used: set[str]) -> Condition 
     for condition in micro.when:
         for name, accepted in condition.words:
             text = variables.substitute(f"$${{{name}}}", condition.path, condition.line, used)
-            if not set(accepted) & set(text.split()):
+            words = set(text.split()) or {""}  # an empty variable meets the word ""
+            if not set(accepted) & words:
                 return condition
     return None
 

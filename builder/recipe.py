@@ -64,7 +64,8 @@ class Condition:
     line: int
 
     def __str__(self) -> str:
-        return ", ".join(f"{name} has {' or '.join(words)}" for name, words in self.words)
+        return ", ".join(f"{name} has {' or '.join(w or '(empty)' for w in words)}"
+                         for name, words in self.words)
 
 
 @dataclass(frozen=True)
@@ -468,7 +469,8 @@ def _condition(body: Any, file: Path, line: int) -> Condition:
         if not _NAME.match(name):
             raise RecipeError(f"when: invalid variable name '{name}'", file, key_line)
         items = list(value) if isinstance(value, PosList) else [value]
-        if not items or not all(isinstance(v, str) and v.strip() and " " not in v
+        # "" stands for an empty variable: `when: {secrets: ""}` runs only without one.
+        if not items or not all(isinstance(v, str) and (v == "" or v.strip() and " " not in v)
                                 for v in items):
             raise RecipeError(f"when: '{name}' takes a word or a list of words", file, key_line)
         words.append((str(name), tuple(str(v) for v in items)))

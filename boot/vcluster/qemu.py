@@ -30,6 +30,10 @@ QEMU = "qemu-system-x86_64"
 KILL_WAIT_SECONDS = 10  # SIGKILL'd, qemu is reaped within this
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot enforced: the SMM build of OVMF, its variables with Microsoft's keys enrolled (those
+# a laptop ships with, that Debian's signed shim is signed for).
+OVMF_SECBOOT_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 
 class VMError(Exception):
@@ -39,6 +43,7 @@ class VMError(Exception):
 class Firmware(StrEnum):
     BIOS = "bios"
     UEFI = "uefi"
+    SECURE_BOOT = "secure-boot"  # UEFI that starts only binaries signed by an enrolled key
 
 
 @dataclass(frozen=True)
@@ -82,13 +87,21 @@ class VMSpec:
             "-monitor", f"unix:{self.rundir / f'{self.name}.monitor.sock'},server=on,wait=off",
             "-vga", "std",
         ]  # fmt: skip
-        if self.firmware is Firmware.UEFI:
+        if self.firmware is not Firmware.BIOS:
+            secure = self.firmware is Firmware.SECURE_BOOT
+            code, variables = (OVMF_SECBOOT_CODE, OVMF_MS_VARS) if secure else (
+                OVMF_CODE, OVMF_VARS)
             vars_copy = self.rundir / f"{self.name}.OVMF_VARS.fd"
             if not vars_copy.exists():
-                shutil.copyfile(OVMF_VARS, vars_copy)
+                shutil.copyfile(variables, vars_copy)
+            # The secboot build keeps its variables in SMM: only firmware code may write them.
+            if secure:
+                argv += ["-machine", "q35,smm=on",
+                         "-global", "driver=cfi.pflash01,property=secure,value=on"]
+            else:
+                argv += ["-machine", "q35"]
             argv += [
-                "-machine", "q35",
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
             ]  # fmt: skip
         if self.iso is not None:

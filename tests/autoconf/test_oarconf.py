@@ -301,6 +301,14 @@ def test_the_api_htpasswd_holds_the_job_account_with_a_sha512_crypt_hash(tmp_pat
     assert user == "alice" and hashed == again.stdout.strip()
     assert (tmp_path / oarconf.API_USERS).stat().st_mode & 0o777 == 0o640
     assert "0123456789abcdef" not in line
+    first = line
+    assert oarconf.main(["--root", str(tmp_path), "--api-credentials", str(credentials)]) == 0
+    assert (tmp_path / oarconf.API_USERS).read_text() != first, "a random salt each time"
+    given = ["--api-credentials", str(credentials), "--secrets", str(credentials)]
+    assert oarconf.main(["--root", str(tmp_path), *given]) == 0
+    reproducible = (tmp_path / oarconf.API_USERS).read_text()
+    assert oarconf.main(["--root", str(tmp_path), *given]) == 0
+    assert (tmp_path / oarconf.API_USERS).read_text() == reproducible, "same inputs, same bytes"
 
 
 @pytest.mark.parametrize("text", ["password: x\n", "user: alice\n", "user: Bad Name\npassword: x\n",
@@ -310,3 +318,43 @@ def test_a_credentials_file_that_is_not_one_is_refused(tmp_path, text):
     credentials.write_text(text)
     with pytest.raises(OarConfError):
         oarconf.read_credentials_file(credentials)
+
+
+def _secrets_file(tmp_path, **override):
+    values = {"token": "ab" * 24, "db_password": "cd" * 24, "db_password_ro": "ef" * 24,
+              "job_user_password": "not-read-here", **override}
+    path = tmp_path / "build-secrets.yaml"
+    path.write_text("".join(f"{key}: {value}\n" for key, value in values.items()))
+    return path
+
+
+def test_a_given_secrets_file_gives_the_same_secrets_to_every_build(tmp_path, capsys):
+    given = _secrets_file(tmp_path)
+    roots = [fake_root(tmp_path / name) for name in ("first", "second")]
+    for root in roots:
+        assert oarconf.main(["--root", str(root), "--new-secrets", "--secrets", str(given)]) == 0
+    files = [oarconf.SECRETS_FILE, oarconf.OAR_CONF, Path("etc/oar-live/config.yaml")]
+    for path in files:
+        assert (roots[0] / path).read_bytes() == (roots[1] / path).read_bytes(), path
+    assert oarconf.read_secrets(roots[0]) == oarconf.Secrets("cd" * 24, "ef" * 24)
+    assert f"token: {'ab' * 24}" in (roots[0] / "etc/oar-live/config.yaml").read_text()
+    assert f"cluster token: from {given}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"token": "short"}, "token must be 32 to 128 lowercase hex digits"),
+    ({"db_password_ro": ""}, "db_password_ro must be"),
+])
+def test_a_secrets_file_with_a_bad_value_stops_the_build_naming_the_key(tmp_path, capsys,
+                                                                       override, message):
+    given = _secrets_file(tmp_path, **override)
+    root = fake_root(tmp_path / "root")
+    assert oarconf.main(["--root", str(root), "--new-secrets", "--secrets", str(given)]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_an_oversized_secrets_file_is_refused_before_parsing(tmp_path):
+    given = tmp_path / "huge.yaml"
+    given.write_text("x: " + "a" * oarconf.MAX_SECRETS_FILE_BYTES + "\n")
+    with pytest.raises(oarconf.OarConfError, match="larger than"):
+        oarconf.given_secrets(given)

@@ -149,3 +149,16 @@ def test_aliases_and_conditions_change_keys_exactly_when_the_commands_do(tree):
     tree.write("c.yaml", "- when: {arch: arm64}\n- c:\n    - exec_current: echo c\n")
     skipped = _keys(path)
     assert skipped[:2] == inline[:2] and skipped[2] != inline[2]
+
+
+def test_a_build_secrets_file_outside_the_project_is_part_of_the_key_by_content(tree, tmp_path):
+    tree.write("a.yaml", "- a:\n    - exec_current: use $$secrets\n")
+    given = tmp_path / "elsewhere" / "secrets.yaml"
+    given.parent.mkdir()
+    given.write_text("token: 1\n")
+    path = tree.recipe("- a\n", extra_globals=f"secrets: {given}\n")
+    first = _keys(path)
+    given.write_text("token: 2\n")
+    assert _keys(path) != first
+    given.write_text("token: 1\n")
+    assert _keys(path) == first

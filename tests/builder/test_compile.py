@@ -100,3 +100,18 @@ def test_when_on_an_undefined_variable_names_the_file_and_line(tree):
         compile_macrostep(recipe.macrosteps[0], variables)
     assert "undefined variable '$$nothing'" in exc.value.message
     assert exc.value.path.name == "s.yaml" and exc.value.line == 1
+
+
+def test_when_with_an_empty_word_runs_only_while_the_variable_is_empty(tree):
+    tree.write("s.yaml", """
+        - when: {secrets: ""}
+        - a:
+            - exec_current: echo drawn
+        """)
+    for given, runs in (("", True), ("/etc/build-secrets.yaml", False)):
+        recipe = load_recipe(tree.recipe("- s\n", extra_globals='secrets: ""\n').parent / "r.yaml",
+                             {"secrets": given})
+        variables = Variables(recipe.variables, recipe.variable_lines, recipe.path, {})
+        code = compile_macrostep(recipe.macrosteps[0], variables)
+        assert ("echo drawn" in code.body) is runs
+        assert ("skipped: not (secrets has (empty))" in code.body) is not runs

@@ -135,30 +135,65 @@ def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, 
         _assert_confined(image, vm, *_job_in_one_core(vm))
 
 
-def test_iso_boots_under_uefi_from_its_grub_menu(artifacts, image, tmp_path):
-    spec = VMSpec("uefi", tmp_path, iso=artifacts / "oar-live.iso", firmware=Firmware.UEFI)
-    with VM(spec) as vm:
-        vm.wait_for(r"OAR Live: ask what this machine is", 180)  # grub's menu on the serial port
-        time.sleep(1)
-        vm.send("1")  # hotkey of "ask ... serial console": grub boots it at once
-        # "Kernel command line" (the early "Command line" echo may garble a character).
-        match = vm.wait_for(r"Kernel command line: (.*)$", 180)
-        words = match.group(1).split()
-        assert "boot=live" in words and "oar.role=ask" in words
-        assert image.cgroup_cmdline in words if image.cgroup_cmdline else \
-            not any("cgroup" in w for w in words)
-        vm.wait_for(r"Welcome to .*Debian", 300)  # live-boot found and mounted the squashfs
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d0-aa0d-00e098032b8c"
 
 
-def test_qcow2_disk_boots_the_same_system(artifacts, image, tmp_path):
-    spec = VMSpec("disk", tmp_path, disk=artifacts / "oar-live.qcow2", netdevs=NET)
+def _secure_boot_enforced(vm: VM) -> None:
+    """The firmware says Secure Boot is on (its SecureBoot variable: 4 attribute bytes, then 1),
+    and the kernel, started through shim and grub, runs locked down as Debian's does then."""
+    # The live system does not mount efivarfs by itself: mount it to read the variable.
+    vm.run("mountpoint -q /sys/firmware/efi/efivars || "
+           "sudo -n mount -t efivarfs efivarfs /sys/firmware/efi/efivars", 30)
+    _, var = vm.run(f"od -An -tu1 {SECURE_BOOT_VAR}", 30)
+    assert var.split()[-1] == "1", var
+    _, lockdown = vm.run("cat /sys/kernel/security/lockdown", 30)
+    assert "[none]" not in lockdown, lockdown
+    _, kernel = vm.run("sudo -n dmesg | grep -i -m1 'secure boot'", 30)
+    assert "enabled" in kernel.lower(), kernel
+
+
+def _grub_menu_boots(vm: VM, image, hotkey: str, role: str) -> None:
+    vm.wait_for(r"OAR Live: ask what this machine is", 180)  # grub's menu on the serial port
+    time.sleep(1)
+    vm.send(hotkey)  # a serial-console entry's hotkey: grub boots it at once
+    # "Kernel command line" (the early "Command line" echo may garble a character).
+    words = vm.wait_for(r"Kernel command line: (.*)$", 180).group(1).split()
+    assert "oar.role=" + role in words
+    assert image.cgroup_cmdline in words if image.cgroup_cmdline else \
+        not any("cgroup" in w for w in words)
+
+
+def test_iso_boots_with_secure_boot_enforced_and_the_agent_configures_it(artifacts, image,
+                                                                        tmp_path):
+    """OVMF with Microsoft's keys: firmware -> Debian's signed shim -> signed grub -> signed
+    kernel; an unsigned loader anywhere and the firmware or shim would refuse to start it."""
+    spec = VMSpec("secureboot-iso", tmp_path, iso=artifacts / "oar-live.iso",
+                  firmware=Firmware.SECURE_BOOT, netdevs=NET)
     with VM(spec) as vm:
-        vm.wait_for(r"OAR Live", 120)  # grub's menu on the serial port
+        _grub_menu_boots(vm, image, "2", "solo")  # "Laptop ... serial console"
+        vm.login(USER, _credentials(artifacts).password, timeout=420)
+        _, cmdline = vm.run("cat /proc/cmdline", 30)
+        assert "boot=live" in cmdline.split()
+        _secure_boot_enforced(vm)
+        _oar_ready(vm)
+
+
+def test_qcow2_disk_boots_the_same_system_with_bios_and_with_secure_boot(artifacts, image,
+                                                                         tmp_path):
+    disk = artifacts / "oar-live.qcow2"
+    with VM(VMSpec("disk-bios", tmp_path, disk=disk)) as vm:  # grub from the MBR, to the kernel
+        vm.wait_for(r"OAR Live", 120)
         time.sleep(1)
         vm.send("2\r")
+        vm.wait_for(r"Kernel command line: .*oar\.role=solo", 180)
+        vm.stop(timeout=0)  # the BIOS path is proven: no need to wait for a shutdown
+    spec = VMSpec("disk", tmp_path, disk=disk, firmware=Firmware.SECURE_BOOT, netdevs=NET)
+    with VM(spec) as vm:
+        _grub_menu_boots(vm, image, "2", "solo")  # shim and grub from the EFI system partition
         vm.login(USER, _credentials(artifacts).password, timeout=420)
         _, mounts = vm.run("findmnt -n -o SOURCE,FSTYPE /", 30)
         assert mounts.split()[1] == "ext4"
+        _secure_boot_enforced(vm)
         _oar_ready(image, vm)
         _assert_confined(image, vm, *_job_in_one_core(vm))
 

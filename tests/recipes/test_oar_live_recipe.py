@@ -253,3 +253,37 @@ def test_editing_the_boot_menu_changes_the_keys_from_the_agent_installation_on(t
     after = project_keys()
     changed = [s for s in SYSTEM_STEPS if before[s] != after[s]]
     assert changed == ["agent_install", "clean"]
+
+
+def _neutral(recipe) -> Variables:
+    return Variables(recipe.variables, recipe.variable_lines, recipe.path,
+                     {"workdir": "@w@", "build_dir": "@b@", "recipe_dir": str(recipe.dir),
+                      "recipe_name": recipe.name, "cwd": "@c@", "python": "@p@"})  # fmt: skip
+
+
+def test_a_secrets_file_rebuilds_from_the_database_creation_and_keeps_postgresql_stopped(tmp_path):
+    """With a build secrets file oar_init creates the database with its passwords (the key
+    follows its content) and personalize does not start PostgreSQL again (same bytes)."""
+    given = tmp_path / "build-secrets.yaml"
+    given.write_text("token: 1\n")
+    default = keys(tmp_path)
+    first = keys(tmp_path, secrets=str(given))
+    changed = [s for s in SYSTEM_STEPS if default[s] != first[s]]
+    assert changed == SYSTEM_STEPS[SYSTEM_STEPS.index("oar_init"):]
+    given.write_text("token: 2\n")
+    assert keys(tmp_path, secrets=str(given))["oar_init"] != first["oar_init"]
+    for secrets, restarts in (("", True), (str(given), False)):
+        recipe = load_recipe(RECIPE, {"secrets": secrets})
+        body = compile_macrostep(recipe.macrostep("personalize"), _neutral(recipe)).body
+        assert ("pg_ctlcluster" in body) is restarts, secrets
+
+
+@pytest.mark.parametrize("recipe", [RECIPE, TRIXIE], ids=["bookworm", "trixie"])
+def test_every_uefi_output_boots_debians_signed_shim_and_grub(recipe):
+    loaded = load_recipe(recipe, ALL_OUTPUTS)
+    bodies = {m.name: compile_macrostep(m, _neutral(loaded)).body for m in loaded.macrosteps}
+    assert "grub-mkstandalone" not in "".join(bodies.values())  # no unsigned UEFI loader
+    assert "shim-signed" in bodies["export_prepare"]
+    for step, loader in (("export_iso", "gcdx64.efi"), ("export_disk", "grubx64.efi"),
+                         ("export_pxe", "grubnetx64.efi")):
+        assert "shimx64.efi" in bodies[step] and loader in bodies[step], step

@@ -50,6 +50,22 @@ def test_kernel_vm_passes_its_command_line_and_uefi_uses_a_private_vars_copy(tmp
     assert (tmp_path / "k.OVMF_VARS.fd").read_bytes() == b"v"
 
 
+def test_secure_boot_uses_the_smm_firmware_with_microsofts_keys_and_secure_flash(tmp_path,
+                                                                                   monkeypatch):
+    ms_vars = tmp_path / "ms.fd"
+    ms_vars.write_bytes(b"microsoft keys")
+    monkeypatch.setattr("boot.vcluster.qemu.OVMF_MS_VARS", ms_vars)
+    argv = VMSpec("sb", tmp_path, iso=Path("/x.iso"), firmware=Firmware.SECURE_BOOT).argv()
+    assert option_values(argv, "-machine") == ["q35,smm=on"]
+    assert option_values(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on"]
+    drives = option_values(argv, "-drive")
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd" \
+        in drives
+    assert (tmp_path / "sb.OVMF_VARS.fd").read_bytes() == b"microsoft keys"
+    plain = VMSpec("u", tmp_path, iso=Path("/x.iso"), firmware=Firmware.UEFI).argv()
+    assert option_values(plain, "-machine") == ["q35"] and "-global" not in plain
+
+
 def test_a_vm_needs_exactly_one_boot_source(tmp_path):
     with pytest.raises(VMError, match="exactly one"):
         VMSpec("x", tmp_path, iso=Path("a"), disk=Path("b")).argv()
