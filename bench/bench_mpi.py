@@ -16,11 +16,9 @@ The ISO: $OAR_LIVE_ISO, else out/oar-live.iso (`make iso`).
 from __future__ import annotations
 
 import base64
-import tempfile
-from pathlib import Path
 
 from autoconf.check import parse_report
-from bench.vms import built_iso, vcluster
+from bench.vms import booted_cluster, built_iso
 from boot.vcluster import state as vstate
 from boot.vcluster.remote import Remote
 
@@ -70,13 +68,8 @@ def rings(remote: Remote) -> dict[str, float]:
 
 def run() -> dict:
     iso = built_iso()
-    with tempfile.TemporaryDirectory(prefix="bench-mpi-") as tmp:
-        state_dir = Path(tmp) / "vc"
-        try:
-            vcluster(state_dir, "up", "--iso", str(iso), "--nodes", "2", "--accel", "tcg")
-            figures = rings(Remote(vstate.load(state_dir)))
-        finally:
-            vcluster(state_dir, "down")
+    with booted_cluster(iso, 2) as state_dir:
+        figures = rings(Remote(vstate.load(state_dir)))
     latency = figures["mpi_latency_us"] / figures["tcp_latency_us"]
     bandwidth = figures["mpi_bandwidth_MBps"] / figures["tcp_bandwidth_MBps"]
     return {

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import re
 import shlex
-import tempfile
-from pathlib import Path
 
-from bench.vms import built_iso, vcluster
+from bench.vms import booted_cluster, built_iso
 from boot.vcluster import state as vstate
 from boot.vcluster.remote import Remote
 
@@ -47,17 +45,12 @@ LINE = re.compile(r"^(home|ram) ([\d.]+) ([\d.]+) (yes|no)$", re.M)
 
 def run() -> dict:
     iso = built_iso()
-    with tempfile.TemporaryDirectory(prefix="bench-nfs-") as tmp:
-        state_dir = Path(tmp) / "vc"
-        try:
-            vcluster(state_dir, "up", "--iso", str(iso), "--nodes", "1", "--accel", "tcg")
-            remote = Remote(vstate.load(state_dir))
-            remote.run(f"cat > ~/{SCRIPT} <<'EOF'\n{JOB}EOF", timeout=60)
-            job = remote.submit(f"bash ~/{SCRIPT}", "nodes=1")
-            final = remote.wait_job(job, 900)
-            out = remote.job_output(job)  # read on the server: the home is shared
-        finally:
-            vcluster(state_dir, "down")
+    with booted_cluster(iso, 1) as state_dir:
+        remote = Remote(vstate.load(state_dir))
+        remote.run(f"cat > ~/{SCRIPT} <<'EOF'\n{JOB}EOF", timeout=60)
+        job = remote.submit(f"bash ~/{SCRIPT}", "nodes=1")
+        final = remote.wait_job(job, 900)
+        out = remote.job_output(job)  # read on the server: the home is shared
     found = {m[1]: (float(m[2]), float(m[3]), m[4]) for m in LINE.finditer(out)}
     if final != "Terminated" or set(found) != {"home", "ram"}:
         raise RuntimeError(f"the benchmark job ended {final}: {shlex.quote(out[-500:])}")

@@ -17,13 +17,11 @@ import base64
 import json
 import shlex
 import statistics
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 from bench.timing import verdict
-from bench.vms import built_iso, vcluster
+from bench.vms import booted_cluster, built_iso
 from boot.vcluster import state as vstate
 from boot.vcluster.remote import Remote, read_credentials
 
@@ -75,21 +73,15 @@ def _get(url: str, auth: str | None = None) -> float:
 def run() -> dict:
     iso = built_iso()
     account = read_credentials(iso)
-    with tempfile.TemporaryDirectory(prefix="oar-live-bench-web-") as work:
-        state_dir = Path(work) / "vc"
-        try:
-            vcluster(state_dir, "up", "--iso", str(iso), "--nodes", "1", "--accel", "tcg")
-            state = vstate.load(state_dir)
-            remote = Remote(state)
-            base = f"http://127.0.0.1:{state.web_port}"
-            _get(base + "/cluster.json")  # the first request warms Apache and the caches
-            measured = json.loads(remote.run(f"python3 -c {shlex.quote(ON_SERVER)}",
-                                             timeout=1200).stdout)
-            login = f"{account.user}:{account.password}"
-            api = statistics.median(_get(base + "/oarapi/resources.json", login)
-                                    for _ in range(5))
-        finally:
-            vcluster(state_dir, "down")
+    with booted_cluster(iso, 1) as state_dir:
+        state = vstate.load(state_dir)
+        remote = Remote(state)
+        base = f"http://127.0.0.1:{state.web_port}"
+        _get(base + "/cluster.json")  # the first request warms Apache and the caches
+        measured = json.loads(remote.run(f"python3 -c {shlex.quote(ON_SERVER)}",
+                                         timeout=1200).stdout)
+        login = f"{account.user}:{account.password}"
+        api = statistics.median(_get(base + "/oarapi/resources.json", login) for _ in range(5))
     page, oarnodes_cpu = measured["page"], measured["oarnodes_cpu"]
     idle_rate, oarnodes = measured["idle_rate"], measured["oarnodes_s"]
     page_ratio, api_ratio = page / oarnodes_cpu, api / oarnodes
