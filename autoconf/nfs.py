@@ -115,6 +115,9 @@ def ensure_home_filesystem(root: Path = Path("/"), run: Runner = proc.run) -> bo
     staging.mkdir(parents=True, exist_ok=True)
     run(["mount", "--bind", str(root / HOME), str(staging)], timeout=30)
     try:
+        # systemd makes / a shared mount: the bind would receive the tmpfs mounted on /home
+        # below and show it instead of the image's files. Private, it keeps showing them.
+        run(["mount", "--make-private", str(staging)], timeout=30)
         run(["mount", "-t", "tmpfs", "-o", "mode=0755", "oar-live-home", str(root / HOME)],
             timeout=30)
         run(["cp", "-a", f"{staging}/.", str(root / HOME)], timeout=120)

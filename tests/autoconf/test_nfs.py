@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from autoconf import nfs
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 NETWORK = ipaddress.IPv4Network("10.77.0.0/24")
 
@@ -72,6 +75,7 @@ def test_a_home_on_the_live_overlay_moves_to_a_tmpfs_with_its_files(tmp_path):
     staging, home = str(tmp_path / nfs.STAGING), str(tmp_path / "home")
     assert system.calls == [
         ["mount", "--bind", home, staging],
+        ["mount", "--make-private", staging],
         ["mount", "-t", "tmpfs", "-o", "mode=0755", "oar-live-home", home],
         ["cp", "-a", f"{staging}/.", home],
         ["umount", staging],
@@ -117,3 +121,18 @@ def test_the_watcher_mounts_again_a_stale_home_and_waits_for_a_server_that_is_aw
     assert nfs.check_home("10.77.0.2", tmp_path, system) is True
     assert [c[0] for c in system.calls[-2:]] == ["umount", "mount"]
     assert nfs.MAJOR_TIMEOUT == 60
+
+
+@pytest.mark.integration
+def test_a_real_home_keeps_its_files_in_the_tmpfs_when_the_root_is_a_shared_mount(tmp_path):
+    """Real mounts, in a mount namespace of their own whose mounts are shared, as systemd
+    makes them on a live system (the tmpfs must not propagate into the bind it is filled from)."""
+    (tmp_path / "home/user").mkdir(parents=True)
+    (tmp_path / "home/user/.profile").write_text("mesg n\n")
+    script = (f"from pathlib import Path; import os; from autoconf import nfs; "
+              f"nfs.ensure_home_filesystem(Path({str(tmp_path)!r})); "
+              f"print(sorted(os.listdir({str(tmp_path / 'home/user')!r})))")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "shared", sys.executable, "-c",
+                           script], capture_output=True, text=True, timeout=60, cwd=PROJECT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['.profile']"
