@@ -11,6 +11,7 @@ import time
 import pytest
 
 from autoconf.oarstate import Oar, OarError, OarResource
+from autoconf.resources import Resource
 from boot.proc import CommandError
 
 CONF = """\
@@ -156,7 +157,7 @@ def test_the_real_database_answers_the_jobs_query(oar_server):
 def test_real_oar_logs_when_a_resource_went_alive_and_knows_no_unknown_job(oar_server):
     host = f"check-{secrets.token_hex(3)}"
     started = int(time.time()) - 1
-    oar_server.add(["oarnodesetting", "-a", "-h", host, "-p", f"host={host}", "-p", "cpuset=0"])
+    oar_server.add_node(host, [Resource(host, 1, 1, None, "0", 1)], "Absent")
     try:
         oar_server.set_state(host, "Alive")
         (row,) = oar_server.wait_for_state(host, "Alive", timeout=60)
