@@ -49,13 +49,13 @@ iso: host-build-deps venv
 
 # The whole test suite: unit, integration (real bash, chroot, mmdebstrap, PostgreSQL, OAR)
 # and end-to-end (build the ISO, boot it under qemu) on the default (trixie) image; then, on the
-# bookworm image, its solo job, a 2-node cluster job and the web tools. On CI (CI=true) a
+# bookworm image, its solo job and a 2-node cluster job (CI time). On CI (CI=true) a
 # skipped test fails.
 SKIPS = $(if $(filter true,$(CI)),--skips-fail)
 test: host-test-deps venv lint
 	$(VENV)/bin/pytest $(SKIPS) $(PYTEST_ARGS)
 	OAR_LIVE_IMAGE=bookworm $(VENV)/bin/pytest $(SKIPS) -m e2e tests/e2e/test_image.py \
-		tests/e2e/test_cluster.py -k 'iso_boots_from_its_menu or two_nodes or web_tools or rest_api' \
+		tests/e2e/test_cluster.py -k 'iso_boots_from_its_menu or two_nodes' \
 		$(PYTEST_ARGS)
 
 unit: venv
