@@ -53,10 +53,10 @@ iso: host-build-deps venv
 # skipped test fails.
 SKIPS = $(if $(filter true,$(CI)),--skips-fail)
 test: host-test-deps venv lint
-	$(VENV)/bin/pytest $(SKIPS) $(PYTEST_ARGS)
-	OAR_LIVE_IMAGE=bookworm $(VENV)/bin/pytest $(SKIPS) -m e2e tests/e2e/test_image.py \
-		tests/e2e/test_cluster.py -k 'iso_boots_from_its_menu or two_nodes' \
-		$(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(SKIPS) --durations=40 $(PYTEST_ARGS)
+	OAR_LIVE_IMAGE=bookworm $(VENV)/bin/pytest $(SKIPS) --durations=10 -m e2e \
+		tests/e2e/test_image.py tests/e2e/test_cluster.py \
+		-k 'iso_boots_from_its_menu or two_nodes' $(PYTEST_ARGS)
 
 unit: venv
 	$(VENV)/bin/pytest -m 'not integration and not e2e' $(PYTEST_ARGS)

@@ -51,7 +51,7 @@ LB_CACHE = Path("/var/cache/oar-live/live-build")  # live-build's cache/, kept b
 LB_ISO = "live-image-amd64.hybrid.iso"
 HOST_SOURCES = Path("/etc/apt/sources.list.d")
 PACKAGE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
-NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
+NET = (("user,id=n0,restrict=on", "virtio-net-pci,netdev=n0"),)
 BUILD_TIMEOUT_S = 1800
 STOP_GRACE_S = 60
 BUILD_TARGET, SIZE_TARGET, MENU_TARGET, NODE_RAM_TARGET_MIB = 0.5, 0.85, 0.2, 400

@@ -37,7 +37,7 @@ def _solo(iso: Path, work: Path) -> float:
     append = f"{base} console=ttyS0,115200n8 oar.role=solo oar.timeout=0 oar.keymap=us"
     spec = VMSpec("solo", work, kernel=kernel, initrd=initrd, append=append, cpus=1,
                   accel=TCG, extra_args=("-drive", f"file={iso},media=cdrom,readonly=on"),
-                  netdevs=(("user,id=n0", "virtio-net-pci,netdev=n0"),))
+                  netdevs=(("user,id=n0,restrict=on", "virtio-net-pci,netdev=n0"),))
     started = time.monotonic()
     with VM(spec) as vm:
         vm.wait_for(console.READY.pattern, 900)

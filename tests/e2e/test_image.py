@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 USER = "user"  # the recipe's job_user
 PUBLISHED_PASSWORD = "live"  # what every image once shared: no image may accept it
-NET = (("user,id=n0", "virtio-net-pci,netdev=n0"),)
+NET = (("user,id=n0,restrict=on", "virtio-net-pci,netdev=n0"),)
 
 
 def _oar_ready(image, vm: VM) -> None:
@@ -135,7 +135,7 @@ def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, 
         _assert_confined(image, vm, *_job_in_one_core(vm))
 
 
-SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d0-aa0d-00e098032b8c"
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 
 def _secure_boot_enforced(vm: VM) -> None:
@@ -176,7 +176,7 @@ def test_iso_boots_with_secure_boot_enforced_and_the_agent_configures_it(artifac
         _, cmdline = vm.run("cat /proc/cmdline", 30)
         assert "boot=live" in cmdline.split()
         _secure_boot_enforced(vm)
-        _oar_ready(vm)
+        _oar_ready(image, vm)
 
 
 def test_qcow2_disk_boots_the_same_system_with_bios_and_with_secure_boot(artifacts, image,
