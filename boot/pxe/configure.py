@@ -6,8 +6,10 @@ live/filesystem.squashfs under /run/live/medium) it serves, on the cluster netwo
 - DHCP with dnsmasq: authoritative when no other DHCP server answers a probe there
   (boot.pxe.dhcpprobe), proxy-DHCP beside the site's server otherwise (the site gives addresses,
   we give the boot file); the console says which, and that no other interface is answered;
-- TFTP: BIOS loaders (lpxelinux.0 + its .c32 modules and pxelinux.cfg/default) and UEFI ones
-  (snponly.efi, ipxe.efi from Debian's ipxe); iPXE clients get boot.ipxe;
+- TFTP: BIOS loaders (lpxelinux.0 + its .c32 modules and pxelinux.cfg/default) and UEFI ones:
+  Debian's signed shim and network grub from the medium's netboot/ folder (grub/grub.cfg), so
+  nodes that enforce Secure Boot netboot too, else iPXE's snponly.efi (Debian's ipxe); iPXE
+  clients get boot.ipxe;
 - HTTP (boot.pxe.serve): kernel, initrd, squashfs and boot.ipxe, read-only, nothing else.
 
 The menus come from isolinux/menu.yaml through boot.menus, like the ISO's, and boot the `node`
@@ -51,6 +53,7 @@ from boot.pxe.plan import (  # noqa: F401 - the plan's names, for the agent and 
     IPXE_SCRIPT,
     LOADERS,
     MENU_TIMEOUT,
+    SIGNED_LOADERS,
     STATE_DIR,
     UEFI_LOADER,
     BootFiles,
@@ -241,12 +244,16 @@ def write_state(plan: Plan, state: Path, root: Path = Path("/"), base_cmdline: s
         if not path.is_file():
             raise PxeError(f"{path} is missing: install pxelinux, syslinux-common and ipxe")
         changed |= write_if_changed(tftp / name, path.read_bytes())
+    if plan.files.signed_loaders:
+        for name in SIGNED_LOADERS:
+            changed |= write_if_changed(tftp / name,
+                                        (plan.files.signed_loaders / name).read_bytes())
     for name, text in render_menus(plan, base_cmdline).items():
         changed |= write_if_changed(tftp / name, text.encode())
     changed |= write_if_changed(state / "dnsmasq.conf", dnsmasq_conf(plan, state).encode())
     text = json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
     changed |= write_if_changed(state / "plan.json", text.encode())
-    for folder in (tftp, tftp / "pxelinux.cfg"):
+    for folder in (tftp, *(f for f in (tftp / "pxelinux.cfg", tftp / "grub") if f.is_dir())):
         folder.chmod(0o755)
     return changed
 

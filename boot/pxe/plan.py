@@ -39,6 +39,12 @@ LOADERS = (
     (IPXE / "ipxe.efi", "ipxe.efi"),
 )
 BIOS_LOADER, UEFI_LOADER, IPXE_SCRIPT = "lpxelinux.0", "snponly.efi", "boot.ipxe"
+# UEFI nodes, Secure Boot on or off, when the medium carries Debian's signed loaders (its
+# netboot/ folder, export_iso): the firmware starts shim over TFTP, shim the network grub
+# beside it (grubx64.efi), grub reads its menu from its prefix (tftp,server)/grub and loads
+# Debian's signed kernel and the initrd over HTTP. iPXE (snponly.efi) is not signed.
+SIGNED_LOADERS = ("shimx64.efi", "grubx64.efi", "mmx64.efi")
+SIGNED_UEFI_LOADER, GRUB_MENU = "shimx64.efi", "grub/grub.cfg"
 
 
 class PxeError(Exception):
@@ -57,6 +63,7 @@ class BootFiles:
     kernel: Path
     initrd: Path
     squashfs: Path
+    signed_loaders: Path | None = None  # the folder holding SIGNED_LOADERS, if the medium has it
 
     def served(self) -> dict[str, Path]:
         """URL name -> file, everything the HTTP service may send besides boot.ipxe."""
@@ -72,6 +79,9 @@ def boot_files(medium: Path) -> BootFiles:
     if missing:
         raise PxeError(f"cannot netboot nodes: {', '.join(missing)} missing (this machine was "
                        "not booted from an OAR Live ISO or USB stick)")
+    signed = medium / "netboot"
+    if all((signed / name).is_file() for name in SIGNED_LOADERS):
+        found = dataclasses.replace(found, signed_loaders=signed)
     return found
 
 
@@ -91,10 +101,20 @@ class Plan:
     def url(self, name: str) -> str:
         return f"http://{self.address.ip}:{self.http_port}/{name}"
 
+    def grub_path(self, name: str) -> str:
+        """`name` on the HTTP service, as grub names a file over the network."""
+        return f"(http,{self.address.ip}:{self.http_port})/{name}"
+
+    @property
+    def uefi_loader(self) -> str:
+        """What UEFI firmware that netboots gets: signed shim when the medium has it."""
+        return SIGNED_UEFI_LOADER if self.files.signed_loaders else UEFI_LOADER
+
     def to_json(self) -> dict[str, Any]:
         return {
             "interface": self.interface, "address": str(self.address), "mode": self.mode.value,
-            "files": {k: str(v) for k, v in dataclasses.asdict(self.files).items()},
+            "files": {k: str(v) for k, v in dataclasses.asdict(self.files).items()
+                      if v is not None},
             "http_port": self.http_port, "node_keys": [list(k) for k in self.node_keys],
             "default_entry": self.default_entry, "other_dhcp": self.other_dhcp,
         }  # fmt: skip
@@ -161,7 +181,7 @@ def dnsmasq_conf(plan: Plan, state: Path) -> str:
             "dhcp-option=option:router",  # no gateway and no DNS: the cluster network only
             "dhcp-option=option:dns-server",
             f"dhcp-boot=tag:ipxe,{IPXE_SCRIPT},,{plan.address.ip}",
-            f"dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_LOADER},,{plan.address.ip}",
+            f"dhcp-boot=tag:!ipxe,tag:efi64,{plan.uefi_loader},,{plan.address.ip}",
             f"dhcp-boot=tag:!ipxe,tag:!efi64,{BIOS_LOADER},,{plan.address.ip}",
         ]
     else:
@@ -170,9 +190,9 @@ def dnsmasq_conf(plan: Plan, state: Path) -> str:
             f'pxe-service=tag:ipxe,x86PC,"OAR Live",{IPXE_SCRIPT}',
             f'pxe-service=tag:!ipxe,x86PC,"OAR Live",{BIOS_LOADER}',
             f'pxe-service=tag:ipxe,X86-64_EFI,"OAR Live",{IPXE_SCRIPT}',
-            f'pxe-service=tag:!ipxe,X86-64_EFI,"OAR Live",{UEFI_LOADER}',
+            f'pxe-service=tag:!ipxe,X86-64_EFI,"OAR Live",{plan.uefi_loader}',
             f'pxe-service=tag:ipxe,BC_EFI,"OAR Live",{IPXE_SCRIPT}',
-            f'pxe-service=tag:!ipxe,BC_EFI,"OAR Live",{UEFI_LOADER}',
+            f'pxe-service=tag:!ipxe,BC_EFI,"OAR Live",{plan.uefi_loader}',
         ]
     return "\n".join(lines) + "\n"
 
@@ -193,12 +213,17 @@ def render_menus(plan: Plan, base_cmdline: str) -> dict[str, str]:
         timeout=MENU_TIMEOUT,
     )
     try:
-        return {
+        rendered = {
             "pxelinux.cfg/default": menus.render(
                 menus.Target.PXELINUX, plan.url("vmlinuz"), plan.url("initrd.img"), **common),
             IPXE_SCRIPT: menus.render(
                 menus.Target.IPXE, plan.url("vmlinuz"), plan.url("initrd.img"), **common),
         }
+        if plan.files.signed_loaders:
+            rendered[GRUB_MENU] = menus.render(
+                menus.Target.GRUB, plan.grub_path("vmlinuz"), plan.grub_path("initrd.img"),
+                **common)
+        return rendered
     except menus.MenuError as exc:
         raise PxeError(f"cannot render the netboot menus: {exc}") from None
 

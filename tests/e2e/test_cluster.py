@@ -7,10 +7,10 @@ storm. Then: resources as each VM has them, each role's OAR units, a two-node jo
 start within FIRST_JOB_SECONDS of `up` returning (its output read on the server: the home is
 shared), OAR's web tools in a browser and the REST API, a one-core job in its cpuset (two busy
 loops on one CPU, nothing left after it), a person added on the server whose jobs on two nodes
-pass a file through the shared home, a user's own 2-node MPI program, an interactive 2-node job
-with oarsh, `oar-live check` passing and then failing for a node whose /home is not the
-server's, a node reboot while the server is loaded (mount and accounts back), a server reboot
-(its database and accounts are gone; the nodes register again by themselves).
+pass a file through the shared home and who runs a 2-node MPI program of their own, an
+interactive 2-node job with oarsh, `oar-live check` passing and then failing for a node whose
+/home is not the server's, a node reboot while the server is loaded (mount and accounts back),
+a server reboot (its database and accounts are gone; the nodes register again by themselves).
 Each wait polls with a deadline and, on failure, shows the VMs' relevant serial-log lines.
 """
 
@@ -310,12 +310,17 @@ def test_a_person_added_on_the_server_runs_jobs_that_share_files_through_the_hom
     assert read.split() == [second.oar_hostname, first.oar_hostname], read
 
 
-def test_a_user_runs_a_two_node_mpi_program_compiled_on_the_server(cluster):
-    """mpicc on the server, a bare mpirun in a 2-node job: the shared home carries the binary,
-    OAR Live's mpirun takes the job's nodes and starts its daemons through oarsh."""
-    cluster.remote.run("cd && cp /usr/lib/oar-live/autoconf/mpi/hello.c . && "
-                       "mpicc -O2 -o mpi-hello hello.c", timeout=300)
-    job, out = cluster.job("mpirun ./mpi-hello", "nodes=2")
+def test_the_person_runs_a_two_node_mpi_program_they_compiled_on_the_server(cluster):
+    """mpicc on the server, a bare mpirun in a 2-node job, all as the person `oar-live adduser`
+    made: the shared home carries the binary, OAR Live's mpirun takes the job's nodes and
+    starts its daemons through oarsh (as the person: oarsh needs their account on each node)."""
+    cluster.remote.run(as_person("cp /usr/lib/oar-live/autoconf/mpi/hello.c . && "
+                                 "mpicc -O2 -o mpi-hello hello.c"), timeout=300)
+    out = cluster.remote.run(as_person("oarsub -l nodes=2 'mpirun ./mpi-hello'"),
+                             timeout=180).stdout
+    job = int(re.search(r"OAR_JOB_ID=(\d+)", out)[1])
+    assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
+    out = cluster.remote.run(f"sudo -n cat /home/{PERSON}/OAR.{job}.stdout", timeout=60).stdout
     hosts = set(re.findall(r"^hello from rank \d+ of 3 on (\S+)$", out, re.M))
     assert hosts == {m.oar_hostname for m in cluster.state.nodes}, out
 

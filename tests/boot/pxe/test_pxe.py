@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import ipaddress
 import json
@@ -128,6 +129,36 @@ def test_authoritative_dnsmasq_gives_addresses_and_a_loader_for_each_client_kind
     assert "dhcp-option=option:router" in lines  # nodes get no gateway from us
 
 
+def signed(p: pxe.Plan) -> pxe.Plan:
+    """The plan of a server whose medium carries Debian's signed netboot loaders."""
+    return dataclasses.replace(p, files=dataclasses.replace(p.files,
+                                                            signed_loaders=Path("/m/netboot")))
+
+
+def test_uefi_nodes_get_the_signed_shim_when_the_medium_has_it_in_both_modes():
+    lines = conf_lines(pxe.dnsmasq_conf(signed(plan()), Path("/s")))
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,shimx64.efi,,10.66.0.1" in lines
+    assert "dhcp-boot=tag:!ipxe,tag:!efi64,lpxelinux.0,,10.66.0.1" in lines
+    proxy = conf_lines(pxe.dnsmasq_conf(signed(plan(pxe.Mode.PROXY, other_dhcp="10.66.0.254")),
+                                        Path("/s")))
+    assert 'pxe-service=tag:!ipxe,X86-64_EFI,"OAR Live",shimx64.efi' in proxy
+    assert 'pxe-service=tag:!ipxe,BC_EFI,"OAR Live",shimx64.efi' in proxy
+
+
+def test_the_signed_grub_gets_a_menu_at_its_prefix_loading_the_kernel_over_http():
+    menus = pxe.render_menus(signed(plan(default_entry="node-serial")), "boot=live")
+    assert "grub/grub.cfg" not in pxe.render_menus(plan(), "boot=live")
+    text = menus["grub/grub.cfg"]
+    assert "set default=node-serial" in text
+    entry = text.split('--id node-serial', 1)[1].split("}", 1)[0]
+    linux = re.search(r"^\s*linux (\S+) (.*)$", entry, re.M)
+    assert linux[1] == "(http,10.66.0.1:6682)/vmlinuz"
+    for word in ("boot=live", "oar.role=node", "oar.server=10.66.0.1", "oar.keymap=fr",
+                 "console=ttyS0,115200n8", "fetch=http://10.66.0.1:6682/filesystem.squashfs"):
+        assert word in linux[2].split()
+    assert re.search(r"^\s*initrd \(http,10.66.0.1:6682\)/initrd.img$", entry, re.M)
+
+
 def test_proxy_dnsmasq_gives_no_address_only_boot_services():
     lines = conf_lines(pxe.dnsmasq_conf(plan(pxe.Mode.PROXY, other_dhcp="10.66.0.254"),
                                         Path("/s")))
@@ -148,8 +179,8 @@ def test_announcement_names_the_mode_the_interface_and_the_other_server():
 
 
 def test_plan_survives_json():
-    p = plan(pxe.Mode.PROXY, other_dhcp="10.66.0.254")
-    assert pxe.Plan.from_json(json.loads(json.dumps(p.to_json()))) == p
+    for p in (plan(pxe.Mode.PROXY, other_dhcp="10.66.0.254"), signed(plan())):
+        assert pxe.Plan.from_json(json.loads(json.dumps(p.to_json()))) == p
 
 
 # ----------------------------------------------------------------------------- menus
@@ -305,6 +336,25 @@ def test_start_writes_the_service_files_and_restarts_only_on_change(tmp_path):
     assert ["systemctl", "restart", pxe.UNIT] not in run.calls
 
 
+def test_a_medium_with_signed_loaders_has_them_served_with_the_grub_menu(tmp_path):
+    root = fake_image(tmp_path)
+    netboot_dir = root / pxe.MEDIUM / "netboot"
+    netboot_dir.mkdir()
+    for name in pxe.SIGNED_LOADERS:
+        (netboot_dir / name).write_bytes(name.encode() * 100)
+    address = ipaddress.IPv4Interface("10.66.0.1/24")
+    pxe.start(pxe.Netboot(ETH1, pxe.Mode.AUTHORITATIVE, None), address, KEYS,
+              "boot=live oar.role=server oar.pxe=1", root, Recorder())
+    state = root / pxe.STATE_DIR
+    for name in pxe.SIGNED_LOADERS:
+        assert (state / "tftp" / name).read_bytes() == (netboot_dir / name).read_bytes()
+    assert "(http,10.66.0.1:6682)/vmlinuz" in (state / "tftp/grub/grub.cfg").read_text()
+    assert "tag:efi64,shimx64.efi," in (state / "dnsmasq.conf").read_text()
+    # one loader missing: not the signed path (a half set would not boot)
+    (netboot_dir / "grubx64.efi").unlink()
+    assert pxe.boot_files(root / pxe.MEDIUM).signed_loaders is None
+
+
 def test_start_without_the_boot_medium_explains(tmp_path):
     netboot = pxe.Netboot(ETH1, pxe.Mode.AUTHORITATIVE, None)
     with pytest.raises(pxe.PxeError, match="not booted from an OAR Live ISO"):
@@ -455,6 +505,10 @@ def fake_medium(tmp: Path) -> Path:
     for name, size in (("vmlinuz", 300_000), ("initrd.img", 500_000),
                        ("filesystem.squashfs", 3_000_000)):
         (live / name).write_bytes(os.urandom(size))
+    signed = tmp / "medium/netboot"  # Debian's signed loaders, as export_iso puts them there
+    signed.mkdir()
+    for name in pxe.SIGNED_LOADERS:
+        (signed / name).write_bytes(os.urandom(20_000))
     return tmp / "medium"
 
 
@@ -492,6 +546,7 @@ def udhcpc(ns: str, tmp: Path, *extra: str) -> dict[str, str]:
 
 
 PXE_CLIENT = ("-V", "PXEClient:Arch:00000:UNDI:002001")
+UEFI_CLIENT = ("-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007")  # x86-64 UEFI
 
 
 @pytest.mark.integration
@@ -518,6 +573,7 @@ def test_authoritative_service_gives_address_loader_menu_and_files(lan, work):
     assert "router" not in lease
     ipxe = udhcpc(client, tmp_path, "-x", "0x4d:" + b"iPXE".hex())
     assert ipxe["boot_file"] == "boot.ipxe"
+    assert udhcpc(client, tmp_path, *UEFI_CLIENT)["boot_file"] == "shimx64.efi"
     assert udhcpc(other, tmp_path, *PXE_CLIENT) == {}  # never on another interface
 
     ns_run(client, "ip", "addr", "add", f"{lease['ip']}/24", "dev", "eth0")
@@ -529,6 +585,11 @@ def test_authoritative_service_gives_address_loader_menu_and_files(lan, work):
     assert "oar.role=node" in menu and "oar.server=10.66.0.1" in menu and "IPAPPEND 2" in menu
     assert "oar.keymap=fr" in menu
     ns_run(client, "curl", "-sf", "tftp://10.66.0.1/ldlinux.c32", "-o", "/dev/null")
+    for name in pxe.SIGNED_LOADERS:  # shim, then the grub beside it and its menu
+        ns_run(client, "curl", "-sf", f"tftp://10.66.0.1/{name}", "-o", str(tmp_path / name))
+        assert (tmp_path / name).read_bytes() == (medium / "netboot" / name).read_bytes()
+    grub = ns_run(client, "curl", "-sf", "tftp://10.66.0.1/grub/grub.cfg").stdout
+    assert "linux (http,10.66.0.1:6682)/vmlinuz" in grub and "oar.role=node" in grub
     ns_run(client, "curl", "-sf", "http://10.66.0.1:6682/vmlinuz", "-o", str(tmp_path / "k"))
     assert (tmp_path / "k").read_bytes() == (medium / "live/vmlinuz").read_bytes()
     squash = ns_run(client, "curl", "-s", "-o", str(tmp_path / "s"), "-w", "%{http_code}",
