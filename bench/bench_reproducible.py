@@ -5,10 +5,14 @@ Measured in one run on this machine, all figures from this run:
   on the same tree (an OAR Live tgz of this machine, unpacked: OAR_LIVE_TGZ, else the newest
   /var/tmp/recipes-out/*/oar-live.tgz), with the options the recipe uses (SOURCE_DATE_EPOCH
   for mksquashfs and xorriso, tar --sort=name --clamp-mtime without atime/ctime, gzip -n) and
-  without them (the options before). Best of 2 each. Target: ratio <= 1.05;
+  without them (the options before), then the disk's root filesystem (`mkfs.ext4 -d`, and
+  for the reproducible one the file dates clamped and every inode dated, builder.ext4dates).
+  Best of 2 each. Target: ratio <= 1.05;
 - `signed_chain_mb`: the ISO size the Secure Boot chain adds: the UEFI FAT image with Debian's
   signed shim, grub and MokManager (as export_iso makes it) minus the former unsigned
-  grub-mkstandalone image (when grub-efi-amd64-bin is on this host), in MB (10^6 bytes).
+  grub-mkstandalone image (when grub-efi-amd64-bin is on this host), in MB (10^6 bytes), and
+  `netboot_loaders_mb`, what the ISO's netboot/ folder adds (signed shim, network grub and
+  MokManager, served to UEFI nodes by a booted server).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 
 from bench.timing import verdict
+from builder import ext4dates
 
 TARGET = 1.05
 EPOCH = "1735689600"
@@ -60,7 +65,23 @@ def _exports(tree: Path, work: Path, normalised: bool) -> float:
                     "-J", str(iso_tree)], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-I", gz, "-cf",
                     str(work / "x.tgz"), *tar_opts, "-C", str(tree), "."], check=True, env=env)
+    _root_filesystem(tree, work / "root.ext4", normalised)
     return time.monotonic() - started
+
+
+def _root_filesystem(tree: Path, image: Path, normalised: bool) -> None:
+    """The disk outputs' root filesystem as export_disk makes it, with or without its dates."""
+    image.unlink(missing_ok=True)
+    size_mib = int(subprocess.run(["du", "-sm", str(tree)], capture_output=True, text=True,
+                                  check=True).stdout.split()[0]) * 11 // 10 + 256
+    env = dict(os.environ, E2FSPROGS_FAKE_TIME=EPOCH) if normalised else None
+    if normalised:
+        subprocess.run(["find", str(tree), "-xdev", "-newermt", f"@{EPOCH}", "-exec", "touch",
+                        "-h", "-d", f"@{EPOCH}", "{}", "+"], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-d", str(tree), str(image), f"{size_mib}M"], check=True,
+                   env=env, stdout=subprocess.DEVNULL)
+    if normalised:
+        ext4dates.set_dates(image, int(EPOCH))
 
 
 def _fat_image_bytes(files: dict[str, Path], work: Path) -> int:
@@ -96,6 +117,15 @@ def _signed_chain_mb(work: Path) -> float | None:
     return round((signed - unsigned) / 1e6, 2)
 
 
+def _netboot_loaders_mb(work: Path) -> float | None:
+    root = work / "signed"  # unpacked by _signed_chain_mb
+    files = [root / "usr/lib/shim/shimx64.efi.signed", root / "usr/lib/shim/mmx64.efi.signed",
+             root / "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"]
+    if not all(f.is_file() for f in files):
+        return None
+    return round(sum(f.stat().st_size for f in files) / 1e6, 2)
+
+
 def run() -> dict:
     work = Path(tempfile.mkdtemp(prefix="oar-live-bench-repro-", dir="/var/tmp"))
     try:
@@ -110,6 +140,7 @@ def run() -> dict:
             "plain_s": round(plain, 1),
             "normalised_s": round(normalised, 1),
             "signed_chain_mb": _signed_chain_mb(work),
+            "netboot_loaders_mb": _netboot_loaders_mb(work),
             "verdicts": [verdict("reproducible exports / plain exports", ratio, TARGET)],
         }
     finally:

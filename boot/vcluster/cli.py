@@ -1,7 +1,8 @@
 """`oar-vcluster`: an OAR Live cluster of qemu VMs on this one machine, to try it or to test it.
 
     oar-vcluster up --iso oar-live.iso --nodes N [--smp 1,2] [--mem MiB] [--timeout S]
-                    [--firmware bios,uefi] [--pxe [authoritative|proxy]] [--nodes-first S]
+                    [--firmware bios,uefi,secure-boot] [--pxe [authoritative|proxy]]
+                    [--nodes-first S]
     oar-vcluster status | run -- CMD... | reboot VM | down [--keep-logs] | demo --iso ... --nodes N
 
 `up` boots one server (`oar.role=server oar.nbmin=N`) and N nodes (`oar.role=node`: they find
@@ -45,6 +46,7 @@ from boot.vcluster import state as vstate
 from boot.vcluster.plan import (
     VClusterError,
     extract_boot_files,
+    is_uefi,
     kernel_cmdline,
     plan_machines,
     vm_spec,
@@ -223,7 +225,7 @@ def wait_nodes_started(state: ClusterState, seconds: float, started: float) -> i
 
 def _describe(m: Machine) -> str:
     return (f"{m.name:<8} {m.address or 'by server':<11} {m.cpus} CPU {m.memory_mib:>5} MiB"
-            + (" UEFI" if m.firmware == "uefi" else ""))
+            + {"uefi": " UEFI", "secure-boot": " UEFI Secure Boot"}.get(m.firmware, ""))
 
 
 def wait_ready(state: ClusterState, password: str | None, timeout: float,
@@ -284,7 +286,7 @@ def _reset_if_gave_up(state: ClusterState, m: Machine, resets: dict[str, int],
     tries each boot option once. Nodes switched on with their server ask before the server
     serves PXE, so the launcher does what an administrator would: reset it.
     """
-    if m.firmware != "uefi":
+    if not is_uefi(m.firmware):
         return
     gave_up = _log(state, m).count(UEFI_GAVE_UP)
     if gave_up > resets.get(m.name, 0):
@@ -466,7 +468,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--smp", type=int_list, default=[1], help="CPUs of each node, e.g. 1,2")
         s.add_argument("--mem", type=int_list, default=[1024], help="MiB of each node")
         s.add_argument("--firmware", type=lambda t: t.split(","), default=["bios"],
-                       help="bios or uefi, per node, e.g. bios,uefi (the server boots BIOS)")
+                       help="bios, uefi or secure-boot (UEFI enforcing it), per node, e.g. "
+                            "bios,secure-boot (the server boots BIOS)")
         s.add_argument("--server-smp", type=int, default=1)
         s.add_argument("--server-mem", type=int, default=1024)
         s.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",

@@ -54,7 +54,12 @@ def extract_boot_files(iso: Path, dest: Path) -> tuple[Path, Path, str]:
     return kernel, initrd, base_cmdline(menu.read_text())
 
 
-FIRMWARES = ("bios", "uefi")
+# per node: SeaBIOS, OVMF, or OVMF enforcing Secure Boot (Microsoft's keys enrolled)
+FIRMWARES = {"bios": Firmware.BIOS, "uefi": Firmware.UEFI, "secure-boot": Firmware.SECURE_BOOT}
+
+
+def is_uefi(firmware: str) -> bool:
+    return FIRMWARES.get(firmware, Firmware.BIOS) is not Firmware.BIOS
 
 
 def plan_machines(nodes: int, smp: list[int], mem: list[int], server_smp: int,
@@ -87,13 +92,14 @@ def vm_spec(state: ClusterState, machine: Machine, kernel: Path, initrd: Path,
 
     A diskless BIOS machine netboots with its NIC's ROM (Debian's ipxe-qemu); a diskless UEFI
     machine with OVMF's own PXE and no NIC ROM, as a real UEFI machine does: the server must
-    hand it its UEFI loader (snponly.efi), which then chains iPXE.
+    hand it its UEFI loader (Debian's signed shim and network grub; with `secure-boot`, OVMF
+    starts nothing unsigned).
     """
-    uefi = machine.firmware == "uefi"
+    uefi = is_uefi(machine.firmware)
     tap = f"tap,id=n0,ifname={vnet.tap_name(machine.index)},script=no,downscript=no"
     nic = f"virtio-net-pci,netdev=n0,mac={machine.mac}" + (",romfile=" if uefi and netboot else "")
     common = dict(memory_mib=machine.memory_mib, cpus=machine.cpus, accel=state.accel,
-                  firmware=Firmware.UEFI if uefi else Firmware.BIOS, netdevs=((tap, nic),))
+                  firmware=FIRMWARES[machine.firmware], netdevs=((tap, nic),))
     if netboot:
         return VMSpec(machine.name, state.state_dir, netboot=True, **common)
     return VMSpec(machine.name, state.state_dir, kernel=kernel, initrd=initrd, append=append,

@@ -44,7 +44,7 @@ class Machine:
     mac: str
     address: str
     pid: int | None = None
-    firmware: str = "bios"  # or "uefi" (OVMF)
+    firmware: str = "bios"  # or "uefi" (OVMF), "secure-boot" (OVMF enforcing it)
 
     @property
     def oar_hostname(self) -> str | None:

@@ -2,11 +2,13 @@
 
 `oar-vcluster up --pxe`: the server boots the ISO with oar.pxe=1; the nodes have no disk, no CD
 and no kernel. A BIOS node netboots with its NIC's boot ROM (Debian's ipxe-qemu); a UEFI node
-(OVMF, no NIC ROM) with the firmware's own PXE, which must get the UEFI loader (snponly.efi)
-from the server, as real UEFI machines do. With the LAN's DHCP answering the server only, the
-server gives the nodes their addresses (authoritative); with the LAN's DHCP answering everyone,
-it serves proxy-DHCP beside it. Either way the nodes must become Alive under their MAC-derived
-names and run jobs, and every oar-vcluster command that names a node must reach it.
+enforcing Secure Boot (OVMF with Microsoft's keys, no NIC ROM) with the firmware's own PXE,
+which must get Debian's signed shim and grub from the server, as real machines do. With the
+LAN's DHCP answering the server only, the server gives the nodes their addresses
+(authoritative); with the LAN's DHCP answering everyone, it serves proxy-DHCP beside it. Either
+way the nodes must become Alive under their MAC-derived names and run jobs (their output read
+on the server: the home is shared with netbooted nodes too), and every oar-vcluster command
+that names a node must reach it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def vcluster_down(state_dir, state) -> None:
 @pytest.fixture(scope="module")
 def authoritative(artifacts, tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("vcluster-pxe")
-    result, state = vcluster_up(artifacts, state_dir, "authoritative", 2, "bios,uefi")
+    result, state = vcluster_up(artifacts, state_dir, "authoritative", 2, "bios,secure-boot")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         yield state
@@ -101,13 +103,18 @@ def test_run_on_and_status_reach_every_netbooted_node(authoritative):
         assert remote.address(node) in line.split()
 
 
-def test_a_uefi_node_netbooted_through_its_firmware_pxe_and_the_uefi_loader(authoritative):
-    uefi = [m for m in authoritative.nodes if m.firmware == "uefi"]
+def test_a_secure_boot_node_netbooted_through_debians_signed_shim_and_grub(authoritative):
+    """OVMF enforcing Secure Boot, its own PXE: shim over TFTP, the signed network grub beside
+    it, the served grub menu, Debian's signed kernel over HTTP; nothing unsigned would start."""
+    uefi = [m for m in authoritative.nodes if m.firmware == "secure-boot"]
     assert len(uefi) == 1
     console = serial(authoritative, uefi[0].name)
-    assert "NBP filename is snponly.efi" in console, console[:3000]  # OVMF's PXE asked us
+    assert "NBP filename is shimx64.efi" in console, console[:3000]  # OVMF's PXE asked us
     assert "NBP file downloaded successfully" in console
-    assert "boot.ipxe" in console  # snponly.efi (iPXE) then took the served menu
+    assert "OAR Live: ask what this machine is" in console  # the signed grub's served menu
+    kernel = Remote(authoritative).run("sudo -n dmesg | grep -m1 'secureboot:'", uefi[0],
+                                       timeout=60).stdout
+    assert "Secure boot enabled" in kernel, kernel
 
 
 def test_netbooted_nodes_are_alive_under_their_mac_names_and_run_a_two_node_job(authoritative):

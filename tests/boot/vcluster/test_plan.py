@@ -33,7 +33,16 @@ def test_a_diskless_uefi_node_netboots_with_the_firmware_pxe_not_a_nic_rom(tmp_p
     assert not any("pflash" in a for a in bios) and not any("romfile=" in a for a in bios)
     assert any(a.startswith("if=pflash") and "OVMF_CODE" in a for a in uefi)
     nic = uefi[uefi.index("-device") + 1]
-    assert nic.endswith(",romfile=") and plan[2].mac in nic  # OVMF's own PXE -> snponly.efi
+    assert nic.endswith(",romfile=") and plan[2].mac in nic  # OVMF's own PXE -> shimx64.efi
+
+
+def test_a_secure_boot_node_gets_ovmf_enforcing_it_and_netboots_without_a_nic_rom(tmp_path):
+    plan = vplan.plan_machines(1, [1], [1024], 1, 1024, ["secure-boot"])
+    spec = vplan.vm_spec(state_of(tmp_path, plan), plan[1], tmp_path / "k", tmp_path / "i", "",
+                         netboot=True)
+    argv = spec.argv()
+    assert any("OVMF_CODE_4M.secboot.fd" in a for a in argv) and "q35,smm=on" in argv
+    assert argv[argv.index("-device") + 1].endswith(",romfile=")
 
 
 def test_a_uefi_node_booted_from_the_iso_keeps_the_nic_rom_and_gets_ovmf(tmp_path):
