@@ -7,9 +7,9 @@ live/filesystem.squashfs under /run/live/medium) it serves, on the cluster netwo
   (boot.pxe.dhcpprobe), proxy-DHCP beside the site's server otherwise (the site gives addresses,
   we give the boot file); the console says which, and that no other interface is answered;
 - TFTP: BIOS loaders (lpxelinux.0 + its .c32 modules and pxelinux.cfg/default) and UEFI ones:
-  Debian's signed shim and network grub from the medium's netboot/ folder (grub/grub.cfg), so
-  nodes that enforce Secure Boot netboot too, else iPXE's snponly.efi (Debian's ipxe); iPXE
-  clients get boot.ipxe;
+  Debian's signed shim and network grub from the medium's netboot/ folder, with grub/grub.cfg
+  and links to the kernel and initrd, so nodes that enforce Secure Boot netboot too, else
+  iPXE's snponly.efi (Debian's ipxe); iPXE clients get boot.ipxe;
 - HTTP (boot.pxe.serve): kernel, initrd, squashfs and boot.ipxe, read-only, nothing else.
 
 The menus come from isolinux/menu.yaml through boot.menus, like the ISO's, and boot the `node`
@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import ipaddress
 import json
+import os
 import shutil
 import sys
 import time
@@ -248,6 +249,9 @@ def write_state(plan: Plan, state: Path, root: Path = Path("/"), base_cmdline: s
         for name in SIGNED_LOADERS:
             changed |= write_if_changed(tftp / name,
                                         (plan.files.signed_loaders / name).read_bytes())
+        # the signed grub loads the kernel and initrd over TFTP: links to the medium's files
+        for name, target in (("vmlinuz", plan.files.kernel), ("initrd.img", plan.files.initrd)):
+            changed |= _link(tftp / name, target)
     for name, text in render_menus(plan, base_cmdline).items():
         changed |= write_if_changed(tftp / name, text.encode())
     changed |= write_if_changed(state / "dnsmasq.conf", dnsmasq_conf(plan, state).encode())
@@ -256,6 +260,16 @@ def write_state(plan: Plan, state: Path, root: Path = Path("/"), base_cmdline: s
     for folder in (tftp, *(f for f in (tftp / "pxelinux.cfg", tftp / "grub") if f.is_dir())):
         folder.chmod(0o755)
     return changed
+
+
+def _link(path: Path, target: Path) -> bool:
+    """`path` a symbolic link to `target`; True when it had to change."""
+    if path.is_symlink() and Path(os.readlink(path)) == target:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+    return True
 
 
 def base_cmdline(root: Path) -> str:

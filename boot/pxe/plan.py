@@ -42,7 +42,8 @@ BIOS_LOADER, UEFI_LOADER, IPXE_SCRIPT = "lpxelinux.0", "snponly.efi", "boot.ipxe
 # UEFI nodes, Secure Boot on or off, when the medium carries Debian's signed loaders (its
 # netboot/ folder, export_iso): the firmware starts shim over TFTP, shim the network grub
 # beside it (grubx64.efi), grub reads its menu from its prefix (tftp,server)/grub and loads
-# Debian's signed kernel and the initrd over HTTP. iPXE (snponly.efi) is not signed.
+# Debian's signed kernel and the initrd over TFTP too (bookworm's grub 2.06 cannot name the
+# HTTP service's port). iPXE (snponly.efi) is not signed.
 SIGNED_LOADERS = ("shimx64.efi", "grubx64.efi", "mmx64.efi")
 SIGNED_UEFI_LOADER, GRUB_MENU = "shimx64.efi", "grub/grub.cfg"
 
@@ -102,8 +103,8 @@ class Plan:
         return f"http://{self.address.ip}:{self.http_port}/{name}"
 
     def grub_path(self, name: str) -> str:
-        """`name` on the HTTP service, as grub names a file over the network."""
-        return f"(http,{self.address.ip}:{self.http_port})/{name}"
+        """`name` in the TFTP root, as grub names a file over the network."""
+        return f"(tftp,{self.address.ip})/{name}"
 
     @property
     def uefi_loader(self) -> str:
