@@ -111,28 +111,16 @@ def _cgroup_as_the_recipe_says(image, vm: VM, cmdline: str) -> None:
     assert lines > 100 and waits == 0, counts
 
 
-def test_iso_boots_from_its_menu_and_runs_a_job_confined_to_one_core(artifacts, image, tmp_path):
-    credentials = _credentials(artifacts)
+def test_iso_boots_from_its_isolinux_menu_with_bios(artifacts, tmp_path):
+    """SeaBIOS -> isolinux (the hybrid ISO's El Torito BIOS entry) -> its menu -> the kernel,
+    with the entry's keys; the system it starts is the one the Secure Boot test logs into."""
     spec = VMSpec("iso", tmp_path, iso=artifacts / "oar-live.iso", netdevs=NET)
     with VM(spec) as vm:
         vm.wait_for(r"OAR Live", 120)  # isolinux's menu, on the serial port too
         time.sleep(1)
         vm.send("2\r")  # hotkey of "Laptop ... serial console" (oar.role=solo), Enter
         vm.wait_for(r"Kernel command line: .*oar\.role=solo", 180)
-        _published_password_refused(vm, timeout=420)
-        vm.login(USER, credentials.password, timeout=60)
-        _, ssh = vm.run("sudo -n sshd -T | grep -i -E '^(passwordauthentication|permitrootlogin)'",
-                        30)
-        settings = dict(line.lower().split() for line in ssh.splitlines())
-        assert settings["permitrootlogin"] in ("without-password", "prohibit-password")
-        _, status = vm.run("sudo -n passwd -S root; sudo -n passwd -S user", 30)
-        assert [line.split()[1] for line in status.splitlines()] == ["L", "P"]
-        _, cmdline = vm.run("cat /proc/cmdline", 30)
-        assert "oar.role=solo" in cmdline and "boot=live" in cmdline
-        _cgroup_as_the_recipe_says(image, vm, cmdline)
-        _console_set_up_from_the_image(vm)
-        _oar_ready(image, vm)
-        _assert_confined(image, vm, *_job_in_one_core(vm))
+        vm.stop(timeout=0)  # the BIOS path is proven: no need to wait for a shutdown
 
 
 SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
@@ -164,19 +152,33 @@ def _grub_menu_boots(vm: VM, image, hotkey: str, role: str) -> None:
         not any("cgroup" in w for w in words)
 
 
-def test_iso_boots_with_secure_boot_enforced_and_the_agent_configures_it(artifacts, image,
-                                                                        tmp_path):
-    """OVMF with Microsoft's keys: firmware -> Debian's signed shim -> signed grub -> signed
-    kernel; an unsigned loader anywhere and the firmware or shim would refuse to start it."""
+def test_iso_boots_with_secure_boot_and_runs_a_job_confined_to_one_core(artifacts, image,
+                                                                       tmp_path):
+    """A laptop enforcing Secure Boot (OVMF with Microsoft's keys): firmware -> Debian's signed
+    shim -> signed grub -> signed kernel (an unsigned loader anywhere and the firmware or shim
+    would refuse to start it); then the solo system as a person finds it: the published
+    password refused, this build's accepted, sshd and accounts locked down, cgroups as the
+    recipe says, OAR ready, a core=1 job confined to its core."""
+    credentials = _credentials(artifacts)
     spec = VMSpec("secureboot-iso", tmp_path, iso=artifacts / "oar-live.iso",
                   firmware=Firmware.SECURE_BOOT, netdevs=NET)
     with VM(spec) as vm:
         _grub_menu_boots(vm, image, "2", "solo")  # "Laptop ... serial console"
-        vm.login(USER, _credentials(artifacts).password, timeout=420)
+        _published_password_refused(vm, timeout=420)
+        vm.login(USER, credentials.password, timeout=60)
+        _, ssh = vm.run("sudo -n sshd -T | grep -i -E '^(passwordauthentication|permitrootlogin)'",
+                        30)
+        settings = dict(line.lower().split() for line in ssh.splitlines())
+        assert settings["permitrootlogin"] in ("without-password", "prohibit-password")
+        _, status = vm.run("sudo -n passwd -S root; sudo -n passwd -S user", 30)
+        assert [line.split()[1] for line in status.splitlines()] == ["L", "P"]
         _, cmdline = vm.run("cat /proc/cmdline", 30)
-        assert "boot=live" in cmdline.split()
+        assert "oar.role=solo" in cmdline and "boot=live" in cmdline.split()
+        _cgroup_as_the_recipe_says(image, vm, cmdline)
+        _console_set_up_from_the_image(vm)
         _secure_boot_enforced(vm)
         _oar_ready(image, vm)
+        _assert_confined(image, vm, *_job_in_one_core(vm))
 
 
 def test_qcow2_disk_boots_the_same_system_with_bios_and_with_secure_boot(artifacts, image,
@@ -195,8 +197,7 @@ def test_qcow2_disk_boots_the_same_system_with_bios_and_with_secure_boot(artifac
         _, mounts = vm.run("findmnt -n -o SOURCE,FSTYPE /", 30)
         assert mounts.split()[1] == "ext4"
         _secure_boot_enforced(vm)
-        _oar_ready(image, vm)
-        _assert_confined(image, vm, *_job_in_one_core(vm))
+        _oar_ready(image, vm)  # the same system as the ISO's (its job: the ISO test's)
 
 
 def test_tgz_has_static_devices_and_a_kadeploy_environment(artifacts):
