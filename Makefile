@@ -68,7 +68,7 @@ e2e-images: venv
 	cd $(E2E_OUT)/trixie && $(CURDIR)/$(VENV)/bin/build-iso $(CURDIR)/$(TRIXIE) \
 		--set output=iso,tgz,qcow2 --set out_dir=$(E2E_OUT)/trixie
 	cd $(E2E_OUT)/bookworm && $(CURDIR)/$(VENV)/bin/build-iso $(CURDIR)/$(BOOKWORM) \
-		--set output=iso,tgz,qcow2 --set out_dir=$(E2E_OUT)/bookworm
+		--set output=iso --set out_dir=$(E2E_OUT)/bookworm
 
 test-cluster:
 	OAR_LIVE_OUT=$(E2E_OUT)/trixie $(PYTEST) --basetemp=$(E2E_OUT)/tmp-cluster \
