@@ -58,7 +58,9 @@ from boot.vcluster.state import ClusterState, Machine
 TCG = "tcg,tb-size=256"
 KVM_PROBE_SECONDS = 8.0  # a working KVM prints the kernel banner in well under a second
 STATUS_POLL_SECONDS = 15.0  # each status costs the server a few OAR commands under emulation
-UEFI_GAVE_UP = "UEFI Interactive Shell"  # OVMF's last boot option: every other one failed
+# OVMF's last boot option, once every other one failed: its shell, or, under Secure Boot (the
+# shell is not signed: "Security Violation"), the end of its boot options.
+UEFI_GAVE_UP = ("UEFI Interactive Shell", "No bootable option or device was found")
 DEMO_JOB = 'for h in $(sort -u "$OAR_NODEFILE"); do oarsh "$h" hostname; done'
 CHECK_COMMAND = "oar-live check"  # the server's acceptance suite (autoconf/check.py)
 
@@ -288,7 +290,8 @@ def _reset_if_gave_up(state: ClusterState, m: Machine, resets: dict[str, int],
     """
     if not is_uefi(m.firmware):
         return
-    gave_up = _log(state, m).count(UEFI_GAVE_UP)
+    log = _log(state, m)
+    gave_up = sum(log.count(marker) for marker in UEFI_GAVE_UP)
     if gave_up > resets.get(m.name, 0):
         resets[m.name] = gave_up
         try:
