@@ -2,8 +2,9 @@
 
 Run by oar-live-pxe.service (or by hand) once boot.pxe wrote /run/oar-live/pxe/plan.json and
 dnsmasq.conf: `python3 -m boot.pxe.serve [--state DIR]`. The HTTP server listens on the
-server's cluster address only and sends exactly the kernel, the initrd, the squashfs and
-boot.ipxe (GET and HEAD, Range for resumed downloads); any other path is 404. dnsmasq runs in
+server's cluster address only and sends exactly the kernel, the initrd, the squashfs,
+boot.ipxe and, for the signed GRUB, grub-http.cfg (GET and HEAD, Range for resumed downloads);
+any other path is 404. dnsmasq runs in
 the foreground as this process's child; when either stops, both stop.
 
 Runs inside the image: standard library only.
@@ -22,7 +23,7 @@ import threading
 from pathlib import Path
 
 from boot.proc import spawn
-from boot.pxe.plan import IPXE_SCRIPT, STATE_DIR, Plan
+from boot.pxe.plan import GRUB_HTTP, IPXE_SCRIPT, STATE_DIR, Plan
 
 __all__ = ["BootFileServer", "serve"]
 
@@ -89,7 +90,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def served_files(plan: Plan, state: Path) -> dict[str, Path]:
-    return {**plan.files.served(), IPXE_SCRIPT: state / "tftp" / IPXE_SCRIPT}
+    served = {**plan.files.served(), IPXE_SCRIPT: state / "tftp" / IPXE_SCRIPT}
+    if plan.files.signed_loaders:  # the signed GRUB's files, where it can name the port
+        served[GRUB_HTTP] = state / "tftp" / GRUB_HTTP
+    return served
 
 
 def serve(state: Path) -> int:

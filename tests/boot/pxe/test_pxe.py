@@ -145,18 +145,24 @@ def test_uefi_nodes_get_the_signed_shim_when_the_medium_has_it_in_both_modes():
     assert 'pxe-service=tag:!ipxe,BC_EFI,"OAR Live",shimx64.efi' in proxy
 
 
-def test_the_signed_grub_gets_a_menu_at_its_prefix_loading_the_kernel_over_tftp():
+def test_the_signed_grub_gets_a_menu_at_its_prefix_loading_by_http_else_tftp():
     menus = pxe.render_menus(signed(plan(default_entry="node-serial")), "boot=live")
     assert "grub/grub.cfg" not in pxe.render_menus(plan(), "boot=live")
     text = menus["grub/grub.cfg"]
     assert "set default=node-serial" in text
-    entry = text.split('--id node-serial', 1)[1].split("}", 1)[0]
+    entry = text.split('--id node-serial', 1)[1].split("\n}", 1)[0]
     linux = re.search(r"^\s*linux (\S+) (.*)$", entry, re.M)
-    assert linux[1] == "(tftp,10.66.0.1)/vmlinuz"  # grub 2.06 cannot name the HTTP port
+    assert linux[1] == "${oarlive_files}/vmlinuz"
     for word in ("boot=live", "oar.role=node", "oar.server=10.66.0.1", "oar.keymap=fr",
                  "console=ttyS0,115200n8", "fetch=http://10.66.0.1:6682/filesystem.squashfs"):
         assert word in linux[2].split()
-    assert re.search(r"^\s*initrd \(tftp,10.66.0.1\)/initrd.img$", entry, re.M)
+    assert re.search(r"^\s*initrd \$\{oarlive_files\}/initrd.img$", entry, re.M)
+    # TFTP unless the HTTP service's snippet can be sourced (GRUB 2.12 names a port, 2.06 not)
+    lines = text.splitlines()
+    tftp, source = lines.index("set oarlive_files=(tftp,10.66.0.1)"), lines.index(
+        "source (http,10.66.0.1:6682)/grub-http.cfg")
+    assert tftp < source < lines.index("set default=node-serial")
+    assert menus["grub-http.cfg"] == "set oarlive_files=(http,10.66.0.1:6682)\n"
 
 
 def test_proxy_dnsmasq_gives_no_address_only_boot_services():
@@ -348,7 +354,9 @@ def test_a_medium_with_signed_loaders_has_them_served_with_the_grub_menu(tmp_pat
     state = root / pxe.STATE_DIR
     for name in pxe.SIGNED_LOADERS:
         assert (state / "tftp" / name).read_bytes() == (netboot_dir / name).read_bytes()
-    assert "(tftp,10.66.0.1)/vmlinuz" in (state / "tftp/grub/grub.cfg").read_text()
+    assert "set oarlive_files=(tftp,10.66.0.1)" in (state / "tftp/grub/grub.cfg").read_text()
+    assert pxeserve.served_files(pxe.Plan.from_json(json.loads(
+        (state / "plan.json").read_text())), state)["grub-http.cfg"] == state / "tftp/grub-http.cfg"
     for name in ("vmlinuz", "initrd.img"):  # links to the medium's, not copies in RAM
         assert (state / "tftp" / name).resolve() == root / pxe.MEDIUM / "live" / name
     assert "tag:efi64,shimx64.efi," in (state / "dnsmasq.conf").read_text()
@@ -591,7 +599,9 @@ def test_authoritative_service_gives_address_loader_menu_and_files(lan, work):
         ns_run(client, "curl", "-sf", f"tftp://10.66.0.1/{name}", "-o", str(tmp_path / name))
         assert (tmp_path / name).read_bytes() == (medium / "netboot" / name).read_bytes()
     grub = ns_run(client, "curl", "-sf", "tftp://10.66.0.1/grub/grub.cfg").stdout
-    assert "linux (tftp,10.66.0.1)/vmlinuz" in grub and "oar.role=node" in grub
+    assert "source (http,10.66.0.1:6682)/grub-http.cfg" in grub and "oar.role=node" in grub
+    snippet = ns_run(client, "curl", "-sf", "http://10.66.0.1:6682/grub-http.cfg").stdout
+    assert snippet == "set oarlive_files=(http,10.66.0.1:6682)\n"
     ns_run(client, "curl", "-sf", "tftp://10.66.0.1/initrd.img", "-o", str(tmp_path / "i"))
     assert (tmp_path / "i").read_bytes() == (medium / "live/initrd.img").read_bytes()
     ns_run(client, "curl", "-sf", "http://10.66.0.1:6682/vmlinuz", "-o", str(tmp_path / "k"))
