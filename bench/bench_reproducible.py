@@ -100,11 +100,14 @@ def _signed_chain_mb(work: Path) -> float | None:
     debs = sorted(glob.glob("/var/cache/oar-live/apt/shim-signed_*.deb")
                   + glob.glob("/var/cache/oar-live/apt/shim-helpers-amd64-signed_*.deb")
                   + glob.glob("/var/cache/oar-live/apt/grub-efi-amd64-signed_*.deb"))
-    if len(debs) < 3 or shutil.which("grub-mkstandalone") is None:
+    if len(debs) < 3:
         return None
     root = work / "signed"
     for deb in debs:
         subprocess.run(["dpkg-deb", "-x", deb, str(root)], check=True)
+    if shutil.which("grub-mkstandalone") is None or not Path(
+            "/usr/lib/grub/x86_64-efi/modinfo.sh").exists():  # grub-efi-amd64-bin: not here
+        return None
     signed = _fat_image_bytes({Path(p).name: root / p for p in SIGNED}, work)
     unsigned_efi = work / "bootx64.efi"
     cfg = work / "embedded.cfg"
@@ -118,7 +121,7 @@ def _signed_chain_mb(work: Path) -> float | None:
 
 
 def _netboot_loaders_mb(work: Path) -> float | None:
-    root = work / "signed"  # unpacked by _signed_chain_mb
+    root = work / "signed"  # unpacked by _signed_chain_mb (once the debs are in the apt cache)
     files = [root / "usr/lib/shim/shimx64.efi.signed", root / "usr/lib/shim/mmx64.efi.signed",
              root / "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"]
     if not all(f.is_file() for f in files):
