@@ -96,7 +96,8 @@ def _fat_image_bytes(files: dict[str, Path], work: Path) -> int:
     return img.stat().st_size
 
 
-def _signed_chain_mb(work: Path) -> float | None:
+def _signed_debs(work: Path) -> Path | None:
+    """Debian's signed shim, shim helpers and GRUB from the apt cache, unpacked: their root."""
     debs = sorted(glob.glob("/var/cache/oar-live/apt/shim-signed_*.deb")
                   + glob.glob("/var/cache/oar-live/apt/shim-helpers-amd64-signed_*.deb")
                   + glob.glob("/var/cache/oar-live/apt/grub-efi-amd64-signed_*.deb"))
@@ -105,7 +106,11 @@ def _signed_chain_mb(work: Path) -> float | None:
     root = work / "signed"
     for deb in debs:
         subprocess.run(["dpkg-deb", "-x", deb, str(root)], check=True)
-    if shutil.which("grub-mkstandalone") is None or not Path(
+    return root
+
+
+def _signed_chain_mb(root: Path | None, work: Path) -> float | None:
+    if root is None or shutil.which("grub-mkstandalone") is None or not Path(
             "/usr/lib/grub/x86_64-efi/modinfo.sh").exists():  # grub-efi-amd64-bin: not here
         return None
     signed = _fat_image_bytes({Path(p).name: root / p for p in SIGNED}, work)
@@ -120,8 +125,9 @@ def _signed_chain_mb(work: Path) -> float | None:
     return round((signed - unsigned) / 1e6, 2)
 
 
-def _netboot_loaders_mb(work: Path) -> float | None:
-    root = work / "signed"  # unpacked by _signed_chain_mb (once the debs are in the apt cache)
+def _netboot_loaders_mb(root: Path | None) -> float | None:
+    if root is None:
+        return None
     files = [root / "usr/lib/shim/shimx64.efi.signed", root / "usr/lib/shim/mmx64.efi.signed",
              root / "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"]
     if not all(f.is_file() for f in files):
@@ -139,11 +145,12 @@ def run() -> dict:
         plain = min(_exports(tree, work, False) for _ in range(2))
         normalised = min(_exports(tree, work, True) for _ in range(2))
         ratio = normalised / plain
+        signed = _signed_debs(work)
         return {
             "plain_s": round(plain, 1),
             "normalised_s": round(normalised, 1),
-            "signed_chain_mb": _signed_chain_mb(work),
-            "netboot_loaders_mb": _netboot_loaders_mb(work),
+            "signed_chain_mb": _signed_chain_mb(signed, work),
+            "netboot_loaders_mb": _netboot_loaders_mb(signed),
             "verdicts": [verdict("reproducible exports / plain exports", ratio, TARGET)],
         }
     finally:

@@ -4,8 +4,8 @@ Run by oar-live-pxe.service (or by hand) once boot.pxe wrote /run/oar-live/pxe/p
 dnsmasq.conf: `python3 -m boot.pxe.serve [--state DIR]`. The HTTP server listens on the
 server's cluster address only and sends exactly the kernel, the initrd, the squashfs,
 boot.ipxe and, for the signed GRUB, grub-http.cfg (GET and HEAD, Range for resumed downloads);
-any other path is 404. dnsmasq runs in
-the foreground as this process's child; when either stops, both stop.
+any other path is 404. dnsmasq runs in the foreground as this process's child; when either
+stops, both stop.
 
 Runs inside the image: standard library only.
 """
