@@ -351,8 +351,24 @@ def run_check(oar: Oar, user: pwd.struct_passwd, nbmin: int, root: Path, timeout
     return report
 
 
+MAX_WAITED_JOBS = 100
+WAIT_TIMED_OUT = 3  # `oar-live wait`'s status when a job had not ended by the deadline
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """`oar-live check` in the oar-live dispatcher (autoconf.oarlive)."""
+    """`oar-live check` and `oar-live wait` in the oar-live dispatcher (autoconf.oarlive)."""
+    waiter = subparsers.add_parser(
+        "wait", help="wait until OAR jobs end; print each one's final state",
+        description="Wait until the given OAR jobs are Terminated or Error and print `ID STATE`"
+                    " for each (oarsub has no wait). Reads OAR's database (as root: sudo) every"
+                    f" {POLL_SECONDS:g} s, one psql call, not one oarstat per job. Exit status: 0"
+                    f" all Terminated, 1 one ended in Error, {WAIT_TIMED_OUT} one had not ended by"
+                    " the deadline, 2 a wrong argument or no database.")
+    waiter.add_argument("jobs", nargs="+", metavar="JOB_ID", help="OAR job ids")
+    waiter.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
+                        help="give up after this long (default %(default)s)")
+    waiter.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
+    waiter.set_defaults(run=wait_command)
     parser = subparsers.add_parser("check", help=__doc__.splitlines()[0].split(": ", 1)[1],
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -362,6 +378,45 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="how long the jobs may take, together (default %(default)s)")
     parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     parser.set_defaults(run=run_command)
+
+
+def job_ids(words: Sequence[str]) -> list[int]:
+    """Job ids as typed: positive integers, at most MAX_WAITED_JOBS (ValueError names a bad one)."""
+    if len(words) > MAX_WAITED_JOBS:
+        raise ValueError(f"{len(words)} job ids: at most {MAX_WAITED_JOBS} at once")
+    ids = []
+    for word in words:
+        if not (word.isascii() and word.isdigit() and 0 < len(word) <= 12 and int(word) > 0):
+            raise ValueError(f"not a job id: {word[:40]!r}")
+        ids.append(int(word))
+    return list(dict.fromkeys(ids))
+
+
+def wait_command(args: argparse.Namespace, oar: Oar | None = None) -> int:
+    try:
+        ids = job_ids(args.jobs)
+    except ValueError as exc:
+        print(f"oar-live wait: {exc}", file=sys.stderr)
+        return 2
+    if not 0 < args.timeout <= 7 * 24 * 3600:
+        print(f"oar-live wait: --timeout {args.timeout:g}: between 0 and a week of seconds",
+              file=sys.stderr)
+        return 2
+    conf = args.root / OAR_CONF
+    if oar is None and not os.access(conf, os.R_OK):
+        print(f"oar-live wait: cannot read {conf}: run it as root on the server "
+              "(sudo oar-live wait)", file=sys.stderr)
+        return 2
+    try:
+        states = wait_jobs(oar or Oar(conf), ids, args.timeout)
+    except OarError as exc:
+        print(f"oar-live wait: {exc}", file=sys.stderr)
+        return 2
+    for job in ids:
+        print(job, states[job])
+    if any(state not in ENDED for state in states.values()):
+        return WAIT_TIMED_OUT
+    return 1 if "Error" in states.values() else 0
 
 
 def run_command(args: argparse.Namespace, oar: Oar | None = None) -> int:

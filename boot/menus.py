@@ -243,6 +243,7 @@ def render(
         initrd_name=initrd.rstrip("/").rsplit("/", 1)[-1],
         entries=entries,
         keymap_entries=keyboard,
+        netboot=bool(fetch),
     )
 
 

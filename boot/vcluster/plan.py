@@ -33,9 +33,14 @@ def base_cmdline(isolinux_cfg: str) -> str:
 
 
 def kernel_cmdline(base: str, machine: Machine, nbmin: int, pxe: bool = False) -> str:
-    """One VM's kernel line: the role pre-answered, nothing asked, console on the serial log."""
+    """One VM's kernel line: the role pre-answered, nothing asked, console on the serial log.
+
+    A kernel that panics restarts 10 s later, as cluster machines are set up to, and rejoins:
+    under emulation a guest's kernel sometimes dies early in a boot (seen after reboots under
+    TCG: "Fatal exception in interrupt"), and a VM that stays dead holds up its cluster.
+    """
     keys = [base, "console=ttyS0,115200n8", f"oar.role={machine.role}", "oar.timeout=0",
-            "oar.keymap=us"]
+            "oar.keymap=us", "panic=10"]
     if machine.role == "server":
         keys.append(f"oar.nbmin={nbmin}")
         if pxe:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -152,6 +153,8 @@ def _ignored(path: Path, reason: str) -> None:
 
 
 OUR_PROGRAMS = ("qemu-system-x86_64", "dnsmasq")  # what a cluster runs; never a user's shell
+# An ssh master of boot.vcluster.remote retitles itself "ssh: SOCKET [mux]".
+SSH_MASTER_TITLE = re.compile(r"^ssh: (/\S+) \[mux\]$")
 FORWARDER = "boot.vcluster.forward"  # and `python3 -m` this
 
 
@@ -164,10 +167,15 @@ def _argv(pid: int, proc_root: Path) -> list[str]:
 
 
 def is_ours(pid: int | None, state_dir: Path, proc_root: Path = Path("/proc")) -> bool:
-    """A live qemu, dnsmasq or forwarder whose command line names a file of the state directory."""
+    """A live qemu, dnsmasq, ssh master or forwarder whose command line names a file of the
+    state directory."""
     if pid is None:
         return False
     argv = _argv(pid, proc_root)
+    title = [a for a in argv if a]
+    master = SSH_MASTER_TITLE.match(title[0]) if len(title) == 1 else None
+    if master:
+        return master.group(1).startswith(str(state_dir) + "/")
     if argv[:3] == ["ip", "netns", "exec"]:
         argv = argv[4:]  # started a moment ago: `ip netns exec NS` has not exec'd qemu yet
     if argv[1:3] == ["-m", FORWARDER] and Path(argv[0]).name.startswith("python"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -238,3 +239,56 @@ def test_a_node_without_the_servers_home_is_named_and_the_run_folder_kept(tmp_pa
     failed = [c for c in report.checks if not c.ok]
     assert not report.ok and failed and all("node-3" in (c.node or "") for c in failed)
     assert list((tmp_path / "home" / check.RUN_DIR).iterdir()), "kept for a look"
+
+
+class JobStates:
+    """OAR's jobs as `oar-live wait` reads them: each id's states, one per read, the last kept."""
+
+    def __init__(self, **sequences) -> None:
+        self.sequences = {int(k.removeprefix("j")): list(v) for k, v in sequences.items()}
+        self.reads = 0
+
+    def job_states(self, ids):
+        self.reads += 1
+        return {i: (seq.pop(0) if len(seq) > 1 else seq[0], 0)
+                for i, seq in self.sequences.items() if i in ids}
+
+
+def wait_args(*words):
+    parser = argparse.ArgumentParser()
+    check.add_commands(parser.add_subparsers())
+    return parser.parse_args(["wait", *words])
+
+
+def test_wait_prints_each_jobs_final_state_once_all_ended(monkeypatch, capsys):
+    monkeypatch.setattr(check, "POLL_SECONDS", 0.01)
+    oar = JobStates(j4=["Waiting", "Running", "Terminated"], j5=["Running", "Error"])
+    assert check.wait_command(wait_args("4", "5", "4"), oar) == 1  # one Error
+    assert capsys.readouterr().out == "4 Terminated\n5 Error\n"
+    assert oar.reads == 3  # it waited for the slower job, one read per poll for both
+    oar = JobStates(j4=["Launching", "Terminated"])
+    assert check.wait_command(wait_args("4"), oar) == 0
+    assert capsys.readouterr().out == "4 Terminated\n"
+
+
+def test_wait_gives_up_at_its_deadline_and_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(check, "POLL_SECONDS", 0.01)
+    oar = JobStates(j7=["Running"])
+    assert check.wait_command(wait_args("7", "8", "--timeout", "0.05"), oar) == \
+        check.WAIT_TIMED_OUT
+    assert capsys.readouterr().out == "7 Running\n8 unknown\n"
+
+
+@pytest.mark.parametrize("words, message", [
+    (["x1"], "not a job id: 'x1'"), (["0"], "not a job id: '0'"), (["-3"], "not a job id"),
+    (["1"] * 101, "101 job ids: at most 100"), (["1", "--timeout", "0"], "--timeout 0"),
+])
+def test_wait_refuses_what_is_not_a_job_id_in_one_line(words, message, capsys):
+    assert check.wait_command(wait_args(*words), JobStates()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("oar-live wait: ") and message in err and err.count("\n") == 1
+
+
+def test_wait_without_oars_configuration_asks_for_root(tmp_path, capsys):
+    assert check.wait_command(wait_args("1", "--root", str(tmp_path))) == 2
+    assert "sudo oar-live wait" in capsys.readouterr().err

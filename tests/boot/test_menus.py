@@ -57,6 +57,7 @@ def test_grub_menu_matches_the_bios_menu():
     text = render("grub", default="node-serial")
     assert "set default=node-serial" in text
     assert "--hotkey=l" in text
+    assert "BOOTIF" not in text  # only netboot menus pass a boot MAC
 
 
 def test_network_menus_fetch_the_squashfs_and_name_the_server():

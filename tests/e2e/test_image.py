@@ -185,10 +185,7 @@ def test_qcow2_disk_boots_the_same_system_with_bios_and_with_secure_boot(artifac
                                                                          tmp_path):
     disk = artifacts / "oar-live.qcow2"
     with VM(VMSpec("disk-bios", tmp_path, disk=disk)) as vm:  # grub from the MBR, to the kernel
-        vm.wait_for(r"OAR Live", 120)
-        time.sleep(1)
-        vm.send("2\r")
-        vm.wait_for(r"Kernel command line: .*oar\.role=solo", 180)
+        _grub_menu_boots(vm, image, "2", "solo")
         vm.stop(timeout=0)  # the BIOS path is proven: no need to wait for a shutdown
     spec = VMSpec("disk", tmp_path, disk=disk, firmware=Firmware.SECURE_BOOT, netdevs=NET)
     with VM(spec) as vm:

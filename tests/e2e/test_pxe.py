@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from autoconf.detect import pxe_boot_mac
 from boot.console import read_pxe, server_steps
 from boot.vcluster import state as vstate
 from boot.vcluster.cli import DEMO_JOB
@@ -81,7 +82,7 @@ def test_netbooted_nodes_got_address_and_squashfs_from_the_server(authoritative)
         # the address is in the server's range, and the node's kernel line says who to join
         cmdline = remote.run("cat /proc/cmdline", node, timeout=120).stdout.split()
         assert "oar.role=node" in cmdline and "oar.server=10.77.0.2" in cmdline
-        assert f"BOOTIF=01-{node.mac.replace(':', '-')}" in cmdline
+        assert pxe_boot_mac(" ".join(cmdline)) == node.mac  # BOOTIF: iPXE's or GRUB's form
         assert int(remote.address(node).rsplit(".", 1)[1]) >= 128
         # and its /home is the server's
         home = remote.run("findmnt -n -o SOURCE,FSTYPE /home", node, timeout=60).stdout.split()
@@ -151,7 +152,7 @@ def test_beside_the_lans_dhcp_server_the_server_is_a_proxy(artifacts, tmp_path_f
         cmdline = remote.run("cat /proc/cmdline", node, timeout=120).stdout.split()
         assert "oar.role=node" in cmdline and "oar.server=10.77.0.2" in cmdline
         assert "fetch=http://10.77.0.2:6682/filesystem.squashfs" in cmdline
-        assert f"BOOTIF=01-{node.mac.replace(':', '-')}" in cmdline
+        assert pxe_boot_mac(" ".join(cmdline)) == node.mac  # BOOTIF: iPXE's or GRUB's form
         status = remote.cluster_status()
         assert [n["host"] for n in status["nodes"] if n["state"] == "Alive"] == [
             node.oar_hostname]

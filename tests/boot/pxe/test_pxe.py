@@ -156,6 +156,9 @@ def test_the_signed_grub_gets_a_menu_at_its_prefix_loading_by_http_else_tftp():
     for word in ("boot=live", "oar.role=node", "oar.server=10.66.0.1", "oar.keymap=fr",
                  "console=ttyS0,115200n8", "fetch=http://10.66.0.1:6682/filesystem.squashfs"):
         assert word in linux[2].split()
+    # every entry passes the boot MAC: GRUB's own variable, aa:bb:.. (pxe_boot_mac reads it)
+    assert linux[2].split()[-1] == "BOOTIF=01-${net_default_mac}"
+    assert text.count("BOOTIF=01-${net_default_mac}") == len(re.findall(r"^\s*linux ", text, re.M))
     assert re.search(r"^\s*initrd \$\{oarlive_files\}/initrd.img$", entry, re.M)
     # TFTP unless the HTTP service's snippet can be sourced (GRUB 2.12 names a port, 2.06 not)
     lines = text.splitlines()

@@ -106,6 +106,7 @@ def test_the_server_waits_for_n_nodes_and_nothing_ever_prompts(tmp_path):
     assert {"oar.role=server", "oar.timeout=0", "oar.keymap=us"} <= set(server)
     assert "console=ttyS0,115200n8" in server  # the agent's lines reach the serial log
     assert "oar.role=node" in node and not any(k.startswith("oar.nbmin") for k in node)
+    assert "panic=10" in server and "panic=10" in node  # a VM whose kernel died restarts
 
 
 def test_cpu_and_memory_lists_apply_in_order_and_repeat_their_last_value():
@@ -209,8 +210,11 @@ def test_processes_are_ours_by_program_and_state_dir_not_by_pid_alone(tmp_path):
         15: ["ip", "netns", "exec", "oarvc-1", "/usr/bin/python3", "-m", vstate.FORWARDER,
              "--pid-file", f"{state_dir}/forward.pid"],  # the web port's forwarder
         16: ["/usr/bin/python3", "-m", "http.server", f"--directory={state_dir}/"],  # a user's
+        17: [f"ssh: {state_dir}/ssh-0a1b2c [mux]"],  # boot.vcluster.remote's ssh master
+        18: [f"ssh: {tmp_path}/other/ssh-0a1b2c [mux]"],  # another cluster's
+        19: ["ssh", "-o", f"ControlPath={state_dir}/ssh-%C", "user@10.77.0.2", "true"],  # a client
     })  # fmt: skip
-    assert vstate.our_processes(state_dir, proc) == [10, 11, 12, 15]
+    assert vstate.our_processes(state_dir, proc) == [10, 11, 12, 15, 17]
     assert not vstate.is_ours(99, state_dir, proc) and not vstate.is_ours(None, state_dir, proc)
 
 

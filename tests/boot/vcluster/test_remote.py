@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,12 +39,18 @@ class FakeSsh:
     def __init__(self, hosts: dict[str, str]):
         self.hosts = hosts  # the server's /etc/hosts: OAR host name -> address
         self.targets: list[str] = []
+        self.argvs: list[list[str]] = []
 
     def __call__(self, argv, check=True, env=None, timeout=None):
         target, command = argv[-2], argv[-1]
         self.targets.append(target)
+        self.argvs.append(argv)
         out, status = "", 0
-        if command.startswith("getent ahostsv4 "):
+        if command.startswith("sudo -n oar-live wait "):
+            job = command.split()[-1]
+            out, status = {"7": ("7 Terminated\n", 0), "8": ("8 Error\n", 1),
+                           "9": ("9 Running\n", 3)}[job]
+        elif command.startswith("getent ahostsv4 "):
             name = command.split()[-1]
             status = 0 if name in self.hosts else 2
             out = f"{self.hosts[name]}     STREAM {name}\n" if status == 0 else ""
@@ -113,3 +121,31 @@ def test_up_without_the_isos_credentials_stops_before_anything_starts(tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith(f"oar-vcluster: {tmp_path}/oar-live.credentials: cannot read")
     assert len(err.splitlines()) == 1 and not state_dir.exists()
+
+
+def test_every_command_to_a_vm_shares_one_ssh_connection_kept_in_the_state_dir(
+        tmp_path, monkeypatch):
+    short = Path(tempfile.mkdtemp(prefix="vc", dir="/tmp"))  # pytest's tmp_path is long
+    try:
+        state = replace(cluster(tmp_path), state_dir=short)
+        ssh = FakeSsh({})
+        monkeypatch.setattr(vremote, "run", ssh)
+        Remote(state).run("hostname", state.machine("node-1"))
+    finally:
+        shutil.rmtree(short)
+    words = " ".join(ssh.argvs[0])
+    assert "-o ControlMaster=auto" in words and "-o ControlPersist=" in words
+    assert f"-o ControlPath={state.state_dir}/ssh-%C" in words
+    long_dir = tmp_path / ("d" * 80)
+    long_dir.mkdir()
+    Remote(replace(state, state_dir=long_dir)).run("hostname", state.machine("node-1"))
+    assert "-o ControlMaster=no" in " ".join(ssh.argvs[1])  # no socket path past sun_path
+
+
+def test_a_job_is_waited_for_on_the_server_and_its_end_read_back(tmp_path, monkeypatch):
+    state = cluster(tmp_path)
+    monkeypatch.setattr(vremote, "run", FakeSsh({}))
+    remote = Remote(state)
+    assert remote.wait_job(7, 60) == "Terminated" and remote.wait_job(8, 60) == "Error"
+    with pytest.raises(RemoteError, match=r"job 9 did not end within 60 s \(9 Running\)"):
+        remote.wait_job(9, 60)
