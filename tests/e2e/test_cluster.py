@@ -102,10 +102,18 @@ class Cluster:
         assert final == "Terminated", f"job {job} ended {final}\n{logs_of(self.state)}"
         return job, self.remote.job_output(job)
 
-    def boots(self, name: str) -> int:
-        text = self.state.serial_log(self.state.machine(name)).read_bytes().decode(
+    def serial(self, name: str) -> str:
+        return self.state.serial_log(self.state.machine(name)).read_bytes().decode(
             errors="replace")
-        return len(vstage.KERNEL_START.findall(text))
+
+    def boots(self, name: str) -> int:
+        return len(vstage.KERNEL_START.findall(self.serial(name)))
+
+    def registered_on_this_boot(self, name: str) -> bool:
+        """The node's agent, on its current boot, got its registration through (after its
+        shared home was mounted): OAR's rows may still be those of the boot before."""
+        progress = vstage.progress(self.serial(name), "node")
+        return progress.stage.rank >= vstage.Stage.REGISTERED.rank
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +382,8 @@ def test_a_rebooted_node_comes_back_alive_with_the_same_resources(cluster):
     cluster.remote.run(LOAD, timeout=60)  # the server's CPU busy while the node comes back
     cluster.remote.run("sudo -n systemctl reboot", node, timeout=60, check=False)
     cluster.wait(f"{node.name} rebooting", lambda: cluster.boots(node.name) > boots, 120, 2)
-    found = cluster.wait(f"{node.name} Alive again", lambda: all_registered(cluster), 420)
+    found = cluster.wait(f"{node.name} Alive again", lambda: cluster.registered_on_this_boot(
+        node.name) and all_registered(cluster), 420)
     assert found == expected_resources(cluster.state)
     assert not [r for r in cluster.resources() if r["state"] == "Suspected"]
     ids = Counter(r["id"] for r in cluster.resources())
