@@ -57,7 +57,8 @@ def _serve_one(client: socket.socket, target: tuple[str, int],
 
 def serve(listener: socket.socket, target: tuple[str, int],
           max_connections: int = MAX_CONNECTIONS) -> None:
-    """Accept forever; at most `max_connections` at once (the others wait in the backlog)."""
+    """Accept until the listener is closed; at most `max_connections` at once (the others
+    wait in the backlog)."""
     slots = threading.BoundedSemaphore(max_connections)
     while True:
         slots.acquire()
@@ -65,6 +66,8 @@ def serve(listener: socket.socket, target: tuple[str, int],
             client, _ = listener.accept()
         except OSError:
             slots.release()
+            if listener.fileno() == -1:  # closed by its owner: the end of the service
+                return
             raise
         threading.Thread(target=_serve_one, args=(client, target, slots), daemon=True).start()
 

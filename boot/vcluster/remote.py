@@ -17,6 +17,7 @@ logs in again. `oar-vcluster down` stops the masters with the VMs.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -132,15 +133,31 @@ class Remote:
         """Run a shell command line on `machine` (default: the server) as the job user."""
         self._ensure_askpass()
         target = machine or self.state.server
-        argv = self.argv(target, command, self.address(target))
+        address = self.address(target)
+        argv = self.argv(target, command, address)
         try:
             result = run(argv, check=False, env=self.env, timeout=timeout)
         except CommandError as exc:
+            self.drop_connection(address)
             raise RemoteError(f"{target.name}: {exc}") from None
+        if result.returncode == SSH_FAILED:
+            self.drop_connection(address)
         if check and result.returncode != 0:
             why = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
             raise RemoteError(f"{target.name}: `{command}` failed: {why[0]}")
         return result
+
+    def drop_connection(self, address: str) -> None:
+        """Stop the shared connection to `address` (`ssh -O exit`): after a command that timed
+        out or could not get through, the next one logs in afresh rather than queue behind a
+        connection that may be stuck (a VM that rebooted, a session hung while it booted)."""
+        options = self.multiplexing()
+        if "ControlMaster=no" in options:
+            return
+        net = VirtualNetwork(self.state.netns, self.state.state_dir)
+        with contextlib.suppress(CommandError):
+            run(net.inside(["ssh", *options, "-O", "exit", f"{self.state.user}@{address}"]),
+                check=False, timeout=15)
 
     def reachable(self, machine: Machine | None = None) -> bool:
         try:

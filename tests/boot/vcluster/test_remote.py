@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import replace
@@ -40,12 +41,20 @@ class FakeSsh:
         self.hosts = hosts  # the server's /etc/hosts: OAR host name -> address
         self.targets: list[str] = []
         self.argvs: list[list[str]] = []
+        self.dropped: list[str] = []
 
     def __call__(self, argv, check=True, env=None, timeout=None):
         target, command = argv[-2], argv[-1]
         self.targets.append(target)
         self.argvs.append(argv)
         out, status = "", 0
+        if "-O" in argv:  # ssh -O exit: the shared connection is stopped
+            self.dropped.append(argv[-1])
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        if command == "hang":
+            raise vremote.CommandError(["ssh", "hang"], -signal.SIGKILL, "timed out after 1 s")
+        if command == "unreachable":
+            return subprocess.CompletedProcess(argv, vremote.SSH_FAILED, "", "no route to host")
         if command.startswith("sudo -n oar-live wait "):
             job = command.split()[-1]
             out, status = {"7": ("7 Terminated\n", 0), "8": ("8 Error\n", 1),
@@ -149,3 +158,21 @@ def test_a_job_is_waited_for_on_the_server_and_its_end_read_back(tmp_path, monke
     assert remote.wait_job(7, 60) == "Terminated" and remote.wait_job(8, 60) == "Error"
     with pytest.raises(RemoteError, match=r"job 9 did not end within 60 s \(9 Running\)"):
         remote.wait_job(9, 60)
+
+
+def test_a_command_that_hangs_or_cannot_get_through_drops_the_shared_connection(
+        tmp_path, monkeypatch):
+    short = Path(tempfile.mkdtemp(prefix="vc", dir="/tmp"))
+    try:
+        state = replace(cluster(tmp_path), state_dir=short)
+        ssh = FakeSsh({})
+        monkeypatch.setattr(vremote, "run", ssh)
+        remote = Remote(state)
+        remote.run("true", state.machine("node-1"))
+        assert ssh.dropped == []
+        with pytest.raises(RemoteError, match="node-1: .*timed out"):
+            remote.run("hang", state.machine("node-1"))
+        assert remote.run("unreachable", check=False).returncode == vremote.SSH_FAILED
+        assert ssh.dropped == ["user@10.77.0.11", "user@10.77.0.2"]  # the next logs in afresh
+    finally:
+        shutil.rmtree(short)
