@@ -149,7 +149,7 @@ def _grub_menu_boots(vm: VM, image, hotkey: str, role: str) -> None:
     # load the serial log was seen doubling a character in each, never in the same word: a
     # word counts when either echo has it whole.
     vm.wait_for(r"Kernel command line: (.*)$", 180)
-    echoes = re.findall(r"^(?:Kernel c|C)ommand line: (.*)$", vm.log_text(), re.M)[-2:]
+    echoes = re.findall(r"(?:Kernel c|C)ommand line: (.*)$", vm.log_text(), re.M)[-2:]
     words = set().union(*(echo.split() for echo in echoes))
     assert "oar.role=" + role in words, echoes
     assert image.cgroup_cmdline in words if image.cgroup_cmdline else \
