@@ -233,7 +233,7 @@ def _describe(m: Machine) -> str:
 def wait_ready(state: ClusterState, password: str | None, timeout: float,
                started: float) -> dict:
     """Show each VM's stage until nbmin nodes are Alive on the server; their status."""
-    remote = Remote(state, password)
+    remote = Remote(state, password, share_connection=False)
     resets: dict[str, int] = {}
     shown: dict[str, tuple[Stage, str]] = {}
     alive_hosts: set[str] = set()

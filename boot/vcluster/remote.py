@@ -82,6 +82,9 @@ class Remote:
 
     state: ClusterState
     password: str | None = None
+    # One connection per VM for every command; `up` polls a booting server with fresh logins
+    # (twice in CI its polls stayed stuck behind a connection made while the server booted).
+    share_connection: bool = True
 
     @property
     def askpass(self) -> Path:
@@ -104,7 +107,8 @@ class Remote:
     def multiplexing(self) -> list[str]:
         """ssh options that share one connection per VM (none where the socket's path would
         be too long for a Unix socket: every command then logs in)."""
-        if len(str(self.state.state_dir)) + 1 + len("ssh-") + 40 > SOCKET_PATH_MAX:
+        if not self.share_connection or \
+                len(str(self.state.state_dir)) + 1 + len("ssh-") + 40 > SOCKET_PATH_MAX:
             return ["-o", "ControlMaster=no"]
         return ["-o", "ControlMaster=auto",
                 "-o", f"ControlPath={self.state.state_dir}/{CONTROL_SOCKET}",

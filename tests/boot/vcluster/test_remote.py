@@ -140,8 +140,10 @@ def test_every_command_to_a_vm_shares_one_ssh_connection_kept_in_the_state_dir(
         ssh = FakeSsh({})
         monkeypatch.setattr(vremote, "run", ssh)
         Remote(state).run("hostname", state.machine("node-1"))
+        Remote(state, share_connection=False).run("hostname", state.machine("node-1"))
     finally:
         shutil.rmtree(short)
+    assert "-o ControlMaster=no" in " ".join(ssh.argvs.pop())  # `up` polls with fresh logins
     words = " ".join(ssh.argvs[0])
     assert "-o ControlMaster=auto" in words and "-o ControlPersist=" in words
     assert f"-o ControlPath={state.state_dir}/ssh-%C" in words
