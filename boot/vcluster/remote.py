@@ -23,6 +23,7 @@ import json
 import re
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,11 +197,17 @@ class Remote:
     def wait_job(self, job: int, timeout: float = 600) -> str:
         """Wait on the server (`oar-live wait`: one cheap database read every 2 s there, not
         one oarstat per poll) until the job ended; its final state (Terminated, Error)."""
-        result = self.run(f"sudo -n oar-live wait --timeout {timeout:.0f} {int(job)}",
-                          timeout=timeout + 120, check=False)
-        words = result.stdout.split()
-        if result.returncode in (0, 1) and words[:1] == [str(job)] and len(words) == 2:
-            return words[1]
+        deadline = time.monotonic() + timeout
+        while True:  # a lost connection (ssh's 255) is waited through again, to the deadline
+            left = max(1, deadline - time.monotonic())
+            result = self.run(f"sudo -n oar-live wait --timeout {left:.0f} {int(job)}",
+                              timeout=left + 120, check=False)
+            words = result.stdout.split()
+            if result.returncode in (0, 1) and words[:1] == [str(job)] and len(words) == 2:
+                return words[1]
+            if result.returncode != SSH_FAILED or time.monotonic() >= deadline:
+                break
+            time.sleep(5)
         why = (result.stdout + result.stderr).strip().splitlines()[-1:] or [
             f"exit status {result.returncode}"]
         raise RemoteError(f"job {job} did not end within {timeout:.0f} s ({why[0]})")

@@ -42,6 +42,7 @@ class FakeSsh:
         self.targets: list[str] = []
         self.argvs: list[list[str]] = []
         self.dropped: list[str] = []
+        self.lost_once = False
 
     def __call__(self, argv, check=True, env=None, timeout=None):
         target, command = argv[-2], argv[-1]
@@ -57,8 +58,11 @@ class FakeSsh:
             return subprocess.CompletedProcess(argv, vremote.SSH_FAILED, "", "no route to host")
         if command.startswith("sudo -n oar-live wait "):
             job = command.split()[-1]
-            out, status = {"7": ("7 Terminated\n", 0), "8": ("8 Error\n", 1),
-                           "9": ("9 Running\n", 3)}[job]
+            if job == "6" and not self.lost_once:  # the connection drops once, mid-wait
+                self.lost_once = True
+                return subprocess.CompletedProcess(argv, vremote.SSH_FAILED, "", "broken pipe")
+            out, status = {"6": ("6 Terminated\n", 0), "7": ("7 Terminated\n", 0),
+                           "8": ("8 Error\n", 1), "9": ("9 Running\n", 3)}[job]
         elif command.startswith("getent ahostsv4 "):
             name = command.split()[-1]
             status = 0 if name in self.hosts else 2
@@ -158,6 +162,8 @@ def test_a_job_is_waited_for_on_the_server_and_its_end_read_back(tmp_path, monke
     monkeypatch.setattr(vremote, "run", FakeSsh({}))
     remote = Remote(state)
     assert remote.wait_job(7, 60) == "Terminated" and remote.wait_job(8, 60) == "Error"
+    monkeypatch.setattr(vremote.time, "sleep", lambda s: None)
+    assert remote.wait_job(6, 60) == "Terminated"  # waited through a lost connection
     with pytest.raises(RemoteError, match=r"job 9 did not end within 60 s \(9 Running\)"):
         remote.wait_job(9, 60)
 
