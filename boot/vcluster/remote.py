@@ -41,8 +41,11 @@ SSH_OPTIONS = (
     "-o", "NumberOfPasswordPrompts=1", "-o", f"ServerAliveInterval={SERVER_ALIVE[0]}",
     "-o", f"ServerAliveCountMax={SERVER_ALIVE[1]}",
 )  # fmt: skip
-CONTROL_SOCKET = "ssh-%C"  # in the state directory; %C: a hash of user, host and port
-SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; %C expands to 40 characters
+# In the state directory, one per VM (%h: its address, at most 15 characters; the user and
+# port are the same for every VM). The master binds "PATH.<16 random characters>" first, then
+# renames it: that longer path must fit in sun_path (107 characters and a NUL).
+CONTROL_SOCKET = "ssh-%h"
+SOCKET_PATH_MAX = 107 - len(".") - 16
 SSH_FAILED = 255  # ssh's own status: could not connect or authenticate
 JOB_ID = re.compile(r"OAR_JOB_ID=(\d+)")
 
@@ -108,8 +111,8 @@ class Remote:
     def multiplexing(self) -> list[str]:
         """ssh options that share one connection per VM (none where the socket's path would
         be too long for a Unix socket: every command then logs in)."""
-        if not self.share_connection or \
-                len(str(self.state.state_dir)) + 1 + len("ssh-") + 40 > SOCKET_PATH_MAX:
+        longest = len(str(self.state.state_dir)) + len("/ssh-") + len("255.255.255.255")
+        if not self.share_connection or longest > SOCKET_PATH_MAX:
             return ["-o", "ControlMaster=no"]
         return ["-o", "ControlMaster=auto",
                 "-o", f"ControlPath={self.state.state_dir}/{CONTROL_SOCKET}",
