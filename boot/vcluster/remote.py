@@ -108,11 +108,16 @@ class Remote:
         return net.inside(["ssh", *SSH_OPTIONS, *self.multiplexing(),
                            f"{self.state.user}@{target}", command])
 
-    def multiplexing(self) -> list[str]:
-        """ssh options that share one connection per VM (none where the socket's path would
-        be too long for a Unix socket: every command then logs in)."""
+    @property
+    def shares(self) -> bool:
+        """Commands share one connection per VM: asked for, and the socket's path fits."""
         longest = len(str(self.state.state_dir)) + len("/ssh-") + len("255.255.255.255")
-        if not self.share_connection or longest > SOCKET_PATH_MAX:
+        return self.share_connection and longest <= SOCKET_PATH_MAX
+
+    def multiplexing(self) -> list[str]:
+        """ssh options that share one connection per VM (none where it does not: every
+        command then logs in)."""
+        if not self.shares:
             return ["-o", "ControlMaster=no"]
         return ["-o", "ControlMaster=auto",
                 "-o", f"ControlPath={self.state.state_dir}/{CONTROL_SOCKET}",
@@ -159,13 +164,12 @@ class Remote:
         """Stop the shared connection to `address` (`ssh -O exit`): after a command that timed
         out or could not get through, the next one logs in afresh rather than queue behind a
         connection that may be stuck (a VM that rebooted, a session hung while it booted)."""
-        options = self.multiplexing()
-        if "ControlMaster=no" in options:
+        if not self.shares:
             return
         net = VirtualNetwork(self.state.netns, self.state.state_dir)
         with contextlib.suppress(CommandError):
-            run(net.inside(["ssh", *options, "-O", "exit", f"{self.state.user}@{address}"]),
-                check=False, timeout=15)
+            run(net.inside(["ssh", *self.multiplexing(), "-O", "exit",
+                            f"{self.state.user}@{address}"]), check=False, timeout=15)
 
     def reachable(self, machine: Machine | None = None) -> bool:
         try:
