@@ -5,14 +5,22 @@ image or a kernel + initrd, with given network devices; every byte of its serial
 to a log file; wait for a pattern with a deadline; type on the console; log in and run commands;
 shut it down cleanly (ACPI power button), killing it when it does not stop in time.
 
+A VM the caller talks to has its console on a pair of FIFOs (qemu's pipe chardev) whose output
+side holds a megabyte: qemu's emulated UART sends one byte per write, and when a write cannot be
+taken (EAGAIN) qemu logs the byte and sends it again, doubling it in the log. A socket's send
+buffer, charged per one-byte message, fills within a few hundred bytes whenever the reading
+thread waits for the CPU; a megabyte of pipe covers a whole boot's output.
+
 Software emulation (`-accel tcg`) is the default: KVM is not usable on the build machines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -28,6 +36,7 @@ from boot.proc import spawn
 
 QEMU = "qemu-system-x86_64"
 KILL_WAIT_SECONDS = 10  # SIGKILL'd, qemu is reaped within this
+CONSOLE_PIPE_BYTES = 1 << 20  # console output qemu can write ahead of the reader (default 64 KiB)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 # Secure Boot enforced: the SMM build of OVMF, its variables with Microsoft's keys enrolled (those
@@ -72,17 +81,27 @@ class VMSpec:
     def serial_log(self) -> Path:
         return self.rundir / f"{self.name}.serial.log"
 
-    def argv(self) -> list[str]:
-        """qemu's command line for this VM."""
+    @property
+    def console_pipe(self) -> Path:
+        """Base name of the console FIFOs of an attached VM: PATH.in (typed) and PATH.out."""
+        return self.rundir / f"{self.name}.serial"
+
+    def argv(self, *, attached: bool = False) -> list[str]:
+        """qemu's command line for this VM. `attached`: the console is on console_pipe's FIFOs
+        for a caller that reads and types; otherwise on a socket nobody needs to read (qemu
+        drops the output while no client is connected; the log file has it all)."""
         media = sum(x is not None for x in (self.iso, self.disk, self.kernel))
         if media != (0 if self.netboot else 1):
             raise VMError(f"{self.name}: give exactly one of iso, disk, kernel, netboot")
-        sock = self.rundir / f"{self.name}.serial.sock"
+        if attached:
+            chardev = f"pipe,id=s0,path={self.console_pipe}"
+        else:
+            sock = self.rundir / f"{self.name}.serial.sock"
+            chardev = f"socket,id=s0,path={sock},server=on,wait=off"
         argv = [
             QEMU, "-name", self.name, "-accel", self.accel, "-m", str(self.memory_mib),
             "-smp", str(self.cpus), "-display", "none", "-no-user-config", "-nodefaults",
-            "-chardev",
-            f"socket,id=s0,path={sock},server=on,wait=off,logfile={self.serial_log}",
+            "-chardev", f"{chardev},logfile={self.serial_log}",
             "-serial", "chardev:s0",
             "-monitor", f"unix:{self.rundir / f'{self.name}.monitor.sock'},server=on,wait=off",
             "-vga", "std",
@@ -130,7 +149,8 @@ class VM:
 
     spec: VMSpec
     process: subprocess.Popen | None = None
-    _console: socket.socket | None = None
+    _console: int | None = None  # the FIFO typed into
+    _output: int | None = None  # the FIFO qemu writes the console to
     _drain: threading.Thread | None = None
     _offset: int = 0
     _markers: int = field(default=0)
@@ -142,15 +162,15 @@ class VM:
         self.spec.rundir.mkdir(parents=True, exist_ok=True)
         self.spec.serial_log.unlink(missing_ok=True)
         self.spec.serial_log.touch()
-        with open(self.spec.rundir / f"{self.spec.name}.qemu.log", "wb") as stderr:
-            # Until stop() powers it off, qemu is killed with any exit of our block.
-            self.process = self._owner.enter_context(spawn(
-                self.spec.argv(), stdout=stderr, stderr=stderr, stop_signal=signal.SIGKILL,
-                grace=KILL_WAIT_SECONDS))
+        self._open_console()
         try:
-            self._connect_console()
+            with open(self.spec.rundir / f"{self.spec.name}.qemu.log", "wb") as stderr:
+                # Until stop() powers it off, qemu is killed with any exit of our block.
+                self.process = self._owner.enter_context(spawn(
+                    self.spec.argv(attached=True), stdout=stderr, stderr=stderr,
+                    stop_signal=signal.SIGKILL, grace=KILL_WAIT_SECONDS))
         except BaseException:
-            self.stop(timeout=0)
+            self._close_console()
             raise
         return self
 
@@ -160,31 +180,39 @@ class VM:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _connect_console(self) -> None:
-        sock_path = self.spec.rundir / f"{self.spec.name}.serial.sock"
-        deadline = time.monotonic() + 20
-        while True:
-            self._check_alive()
-            try:
-                console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                console.connect(str(sock_path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                console.close()
-                if time.monotonic() > deadline:
-                    raise VMError(f"{self.spec.name}: no serial socket from qemu") from None
-                time.sleep(0.1)
-        self._console = console
-        # qemu copies the console to the log file; reading the socket keeps it from blocking.
-        self._drain = threading.Thread(target=self._discard_console_output, daemon=True)
+    def _open_console(self) -> None:
+        """Make the console FIFOs and open both ends qemu does not: opened read-write, neither
+        open waits for qemu, and neither sees an end of file while qemu restarts its side."""
+        self._close_console()
+        for suffix in ("in", "out"):
+            fifo = Path(f"{self.spec.console_pipe}.{suffix}")
+            fifo.unlink(missing_ok=True)
+            os.mkfifo(fifo, 0o600)
+        base = self.spec.console_pipe
+        self._console = os.open(f"{base}.in", os.O_RDWR | os.O_CLOEXEC)
+        self._output = os.open(f"{base}.out", os.O_RDWR | os.O_CLOEXEC)
+        fcntl.fcntl(self._output, fcntl.F_SETPIPE_SZ, CONSOLE_PIPE_BYTES)
+        # qemu copies the console to the log file; reading the FIFO keeps it from filling.
+        self._drain = threading.Thread(target=self._discard_console_output, args=(self._output,),
+                                       daemon=True)
         self._drain.start()
 
-    def _discard_console_output(self) -> None:
-        try:
-            while self._console is not None and self._console.recv(65536):
-                pass
-        except OSError:
-            pass
+    def _discard_console_output(self, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while self._output == fd:
+                if select.select([fd], [], [], 0.5)[0]:
+                    os.read(fd, 1 << 16)
+
+    def _close_console(self) -> None:
+        fds, self._console, self._output = (self._console, self._output), None, None
+        if self._drain is not None:
+            self._drain.join(timeout=2)
+            self._drain = None
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+        for suffix in ("in", "out"):
+            Path(f"{self.spec.console_pipe}.{suffix}").unlink(missing_ok=True)
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -219,7 +247,9 @@ class VM:
         """Type `text` on the serial console."""
         if self._console is None:
             raise VMError(f"{self.spec.name}: not started")
-        self._console.sendall(text.encode())
+        data = text.encode()
+        while data:
+            data = data[os.write(self._console, data):]
 
     def login(self, user: str, password: str, timeout: float = 300) -> None:
         """Log in on the serial console and make the shell quiet and machine-readable."""
@@ -269,12 +299,8 @@ class VM:
                     self.process.wait(timeout)
         finally:
             self._owner.close()  # kills a qemu still there, reaps it
-        if self._console is not None:
-            self._console.close()
-            self._console = None
-        for suffix in ("serial.sock", "monitor.sock"):
-            with_path = self.spec.rundir / f"{self.spec.name}.{suffix}"
-            if with_path.exists():
-                os.unlink(with_path)
+        self._close_console()
+        monitor = self.spec.rundir / f"{self.spec.name}.monitor.sock"
+        monitor.unlink(missing_ok=True)
         self.process = None
 
