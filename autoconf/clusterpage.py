@@ -1,7 +1,7 @@
 """The cluster page's data, /cluster.json: a read-only CGI that reads OAR once per request.
 
 Apache runs it as www-data (`/usr/lib/cgi-bin/oar-live-cluster`) for every refresh of the page
-at / (autoconf/www/index.html). One `psql` read as oar_ro each for the resources and the jobs
+at / (autoconf/www/index.html). One `psql` read as oar_ro for the resources and the jobs
 (/etc/oar-live/web-db.conf, which autoconf.oarconf writes), the registered nodes from the
 managed block of /etc/hosts, and what the server role wrote at boot (/run/oar-live/site.json:
 server name and address, nbmin, OAR's version, the job account). It takes no input: any
@@ -81,14 +81,15 @@ def cluster(root: Path = Path("/"), oar: Oar | None = None) -> dict[str, Any]:
     except OSError:
         hosts = {}
     registered = {h: a for h, a in hosts.items() if h != server.get("hostname")}
-    nodes = node_rows(oar.resources(), registered)
+    resources, jobs = oar.cluster_view()
+    nodes = node_rows(resources, registered)
     alive = sum(n["stage"] == "Alive" for n in nodes)
     nbmin = int(site.get("nbmin") or 1)
     return {
         "time": int(time.time()), "server": server, "site": {
             k: site.get(k) for k in ("oar_version", "distribution", "job_user", "role")},
         "nbmin": nbmin, "alive": alive, "ready": alive >= nbmin,
-        "nodes": nodes, "jobs": oar.unfinished_jobs(), "links": LINKS,
+        "nodes": nodes, "jobs": jobs, "links": LINKS,
     }  # fmt: skip
 
 

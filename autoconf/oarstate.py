@@ -52,6 +52,9 @@ _JOBS_QUERY = (
     " WHERE a.moldable_job_id = jobs.assigned_moldable_job) AS hosts"
     " FROM jobs WHERE state IN (" + ", ".join(f"'{s}'" for s in JOB_STATES_LIVE) + ")) j"
 )
+# What the cluster page shows, in one psql call (one client start, one server connection).
+_CLUSTER_QUERY = ("SELECT json_build_object('resources', (" + _QUERY + "), 'jobs', ("
+                  + _JOBS_QUERY + "))")
 _COLUMNS_QUERY = (
     "SELECT coalesce(json_agg(column_name::text ORDER BY column_name), '[]')"
     " FROM information_schema.columns WHERE table_name = 'resources'"
@@ -60,6 +63,19 @@ _COLUMNS_QUERY = (
 
 class OarError(Exception):
     """OAR could not be read or did not do what was asked."""
+
+
+def _resource_rows(rows: Any) -> list[OarResource]:
+    try:
+        return [OarResource.from_row(row) for row in rows]
+    except (KeyError, TypeError) as exc:
+        raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+
+
+def _job_rows(rows: Any) -> list[dict[str, Any]]:
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise OarError("unexpected answer from the OAR database: jobs are not a list")
+    return rows
 
 
 @dataclass(frozen=True)
@@ -137,18 +153,15 @@ class Oar:
 
     def resources(self) -> list[OarResource]:
         """Every resource OAR has, ordered by id."""
-        rows = self._query(_QUERY, "OAR's resources")
-        try:
-            return [OarResource.from_row(row) for row in rows]
-        except (KeyError, TypeError) as exc:
-            raise OarError(f"unexpected answer from the OAR database: {exc}") from None
+        return _resource_rows(self._query(_QUERY, "OAR's resources"))
 
-    def unfinished_jobs(self) -> list[dict[str, Any]]:
-        """The jobs not finished yet: id, user, name, state, start time, hosts; by id."""
-        rows = self._query(_JOBS_QUERY, "OAR's jobs")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise OarError("unexpected answer from the OAR database: jobs are not a list")
-        return rows
+    def cluster_view(self) -> tuple[list[OarResource], list[dict[str, Any]]]:
+        """Every resource (by id) and the jobs not finished yet (id, user, name, state, start
+        time, hosts; by id), in one read."""
+        view = self._query(_CLUSTER_QUERY, "OAR's resources and jobs")
+        if not isinstance(view, dict):
+            raise OarError("unexpected answer from the OAR database: not an object")
+        return _resource_rows(view.get("resources")), _job_rows(view.get("jobs"))
 
     def columns(self) -> set[str]:
         """The resources table's columns: OAR's own and the properties added with oarproperty.

@@ -21,13 +21,10 @@ class FixedOar:
     def __init__(self, resources, jobs=(), error: Exception | None = None) -> None:
         self._resources, self._jobs, self.error = list(resources), list(jobs), error
 
-    def resources(self):
+    def cluster_view(self):
         if self.error:
             raise self.error
-        return self._resources
-
-    def unfinished_jobs(self):
-        return self._jobs
+        return self._resources, self._jobs
 
 
 A, B, C = "node-aaaaaaaaaaaa", "node-bbbbbbbbbbbb", "node-cccccccccccc"

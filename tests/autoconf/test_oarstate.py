@@ -130,25 +130,35 @@ def test_the_real_database_has_the_properties_the_registrations_set(oar_server):
     assert {"resource_id", "cpu", "core", "thread", "mem", "host", "cpuset"} <= oar_server.columns()
 
 
-def test_the_jobs_not_finished_are_read_in_one_psql_call_with_their_hosts(conf):
+def test_resources_and_jobs_not_finished_are_read_in_one_psql_call_with_their_hosts(conf):
     jobs = [{"job_id": 3, "job_user": "user", "job_name": None, "state": "Running",
              "start_time": 1700000000, "hosts": ["node-1"]}]
-    psql = Psql(json.dumps(jobs))
-    assert Oar(conf, psql).unfinished_jobs() == jobs
+    rows = [{"resource_id": 1, "network_address": "node-1", "state": "Alive",
+             "next_state": "UnChanged", "cpu": 1, "core": 1, "thread": None, "cpuset": "0",
+             "mem": 2}]
+    psql = Psql(json.dumps({"resources": rows, "jobs": jobs}))
+    resources, unfinished = Oar(conf, psql).cluster_view()
+    assert [(r.resource_id, r.host, r.cpuset) for r in resources] == [(1, "node-1", "0")]
+    assert unfinished == jobs
     [(argv, env)] = psql.calls
     sql = argv[-1]
     assert argv[argv.index("-U") + 1] == "oar_ro" and env["PGPASSWORD"] == "s3cret"
     assert "'Running'" in sql and "'Terminated'" not in sql and "assigned_resources" in sql
 
 
-def test_a_jobs_answer_that_is_not_a_list_of_rows_is_an_oar_error(conf):
+def test_a_cluster_answer_of_the_wrong_shape_is_an_oar_error(conf):
     with pytest.raises(OarError, match="jobs are not a list"):
-        Oar(conf, Psql('{"job_id": 1}')).unfinished_jobs()
+        Oar(conf, Psql('{"resources": [], "jobs": {"job_id": 1}}')).cluster_view()
+    with pytest.raises(OarError, match="not an object"):
+        Oar(conf, Psql("[]")).cluster_view()
+    with pytest.raises(OarError, match="unexpected answer"):
+        Oar(conf, Psql('{"resources": [{"state": "Alive"}], "jobs": []}')).cluster_view()
 
 
 @pytest.mark.integration
-def test_the_real_database_answers_the_jobs_query(oar_server):
-    jobs = oar_server.unfinished_jobs()
+def test_the_real_database_answers_the_cluster_query(oar_server):
+    resources, jobs = oar_server.cluster_view()
+    assert resources == oar_server.resources()
     assert isinstance(jobs, list)
     assert all({"job_id", "job_user", "state", "hosts"} <= set(job) for job in jobs)
 
