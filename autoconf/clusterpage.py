@@ -1,22 +1,24 @@
-"""The cluster page's data, /cluster.json: a read-only CGI that reads OAR once per request.
+"""The cluster page's data, /cluster.json: a read-only WSGI application that reads OAR once per
+request.
 
-Apache runs it as www-data (`/usr/lib/cgi-bin/oar-live-cluster`) for every refresh of the page
-at / (autoconf/www/index.html). One `psql` read as oar_ro for the resources and the jobs
-(/etc/oar-live/web-db.conf, which autoconf.oarconf writes), the registered nodes from the
-managed block of /etc/hosts, and what the server role wrote at boot (/run/oar-live/site.json:
-server name and address, nbmin, OAR's version, the job account). It takes no input: any
-method but GET and HEAD is refused, a query string is bounded and ignored.
+Apache's mod_wsgi runs it in one daemon process as www-data (/usr/lib/oar-live/cluster.wsgi),
+imported once: a refresh of the page at / (autoconf/www/index.html) costs the server one
+request and one `psql` read, not a Python start. It reads OAR's resources and jobs in that one
+read, as oar_ro (/etc/oar-live/web-db.conf, which autoconf.oarconf writes), the registered
+nodes from the managed block of /etc/hosts, and what the server role wrote at boot
+(/run/oar-live/site.json: server name and address, nbmin, OAR's version, the job account). It
+takes no input: any method but GET and HEAD is refused, a query string is bounded and ignored.
+`python3 -m autoconf.clusterpage` prints the same data, for a person at the server.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, TextIO
 
 from autoconf import etchosts
 from autoconf.oarconf import WEB_DB_CONF
@@ -24,7 +26,7 @@ from autoconf.oarstate import Oar, OarError, OarResource
 from autoconf.status import cpuset_ranges, summarise
 from boot import bounded
 
-__all__ = ["SITE", "Site", "cluster", "main", "node_rows", "read_site"]
+__all__ = ["SITE", "Site", "application", "cluster", "main", "node_rows", "read_site", "respond"]
 
 SITE = Path("run/oar-live/site.json")  # written by autoconf.website at boot
 MAX_SITE_BYTES = 16 * 1024
@@ -93,35 +95,48 @@ def cluster(root: Path = Path("/"), oar: Oar | None = None) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _reply(out: BinaryIO, status: str, payload: Any, head: bool = False,
-           extra: tuple[str, ...] = ()) -> None:
+Response = tuple[str, list[tuple[str, str]], bytes]  # status, headers, body
+
+
+def _response(status: str, payload: Any, head: bool = False,
+              extra: tuple[tuple[str, str], ...] = ()) -> Response:
     body = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
-    headers = [f"Status: {status}", "Content-Type: application/json; charset=utf-8",
-               "Cache-Control: no-store", f"Content-Length: {len(body)}", *extra]
-    out.write(("\r\n".join(headers) + "\r\n\r\n").encode())
-    if not head:
-        out.write(body)
-    out.flush()
+    headers = [("Content-Type", "application/json; charset=utf-8"),
+               ("Cache-Control", "no-store"), ("Content-Length", str(len(body))), *extra]
+    return status, headers, b"" if head else body
 
 
-def main(environ: Mapping[str, str] = os.environ, root: Path = Path("/"),
-         out: BinaryIO | None = None, oar: Oar | None = None) -> int:
-    """The CGI: one JSON answer on stdout; 0 unless the answer is an error."""
-    out = out or sys.stdout.buffer
+def respond(environ: Mapping[str, Any], root: Path = Path("/"), oar: Oar | None = None) -> Response:
+    """The answer to one request (a WSGI environ): the data, or a one-line error."""
     method = environ.get("REQUEST_METHOD", "GET")
     if method not in ("GET", "HEAD"):
-        _reply(out, "405 Method Not Allowed", {"error": "only GET and HEAD"},
-               extra=("Allow: GET, HEAD",))
-        return 1
+        return _response("405 Method Not Allowed", {"error": "only GET and HEAD"},
+                         extra=(("Allow", "GET, HEAD"),))
     if len(environ.get("QUERY_STRING", "")) > MAX_QUERY_STRING:
-        _reply(out, "400 Bad Request", {"error": "query string too long"})
-        return 1
+        return _response("400 Bad Request", {"error": "query string too long"})
     try:
         data = cluster(root, oar)
     except OarError as exc:
-        _reply(out, "503 Service Unavailable", {"error": str(exc)}, method == "HEAD")
+        return _response("503 Service Unavailable", {"error": str(exc)}, method == "HEAD")
+    return _response("200 OK", data, method == "HEAD")
+
+
+def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The WSGI entry point mod_wsgi calls (cluster.wsgi imports it)."""
+    status, headers, body = respond(environ)
+    start_response(status, headers)
+    return [body]
+
+
+def main(root: Path = Path("/"), out: TextIO | None = None, oar: Oar | None = None) -> int:
+    """Print the page's data; 1 with a one-line error when OAR cannot be read."""
+    out = out or sys.stdout
+    try:
+        data = cluster(root, oar)
+    except OarError as exc:
+        print(f"oar-live cluster page: {exc}", file=sys.stderr)
         return 1
-    _reply(out, "200 OK", data, method == "HEAD")
+    out.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return 0
 
 

@@ -10,7 +10,9 @@ changes are applied asynchronously by oar-server, hence `wait_for_state`.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +65,22 @@ _COLUMNS_QUERY = (
 
 class OarError(Exception):
     """OAR could not be read or did not do what was asked."""
+
+
+POSTGRESQL_LIB = Path("/usr/lib/postgresql")
+
+
+@functools.cache
+def client_path(lib: Path = POSTGRESQL_LIB) -> str:
+    """PATH with the newest installed PostgreSQL's bin/ first, so that `psql` is the client
+    itself: Debian's /usr/bin/psql is pg_wrapper, a Perl program that finds the cluster's
+    version and then runs it (under software emulation, a Perl start per read)."""
+    path = os.environ.get("PATH", os.defpath)
+    versions = [d for d in lib.glob("*/bin") if d.parent.name.isdigit() and (d / "psql").is_file()]
+    if not versions:
+        return path
+    newest = max(versions, key=lambda d: int(d.parent.name))
+    return f"{newest}{os.pathsep}{path}"
 
 
 def _resource_rows(rows: Any) -> list[OarResource]:
@@ -141,7 +159,8 @@ class Oar:
             "-d", db.get("DB_BASE_NAME", "oar"),
             "-c", sql,
         ]  # fmt: skip
-        env = {"PGPASSWORD": db.get("DB_BASE_PASSWD_RO", ""), "PGCONNECT_TIMEOUT": "10"}
+        env = {"PGPASSWORD": db.get("DB_BASE_PASSWD_RO", ""), "PGCONNECT_TIMEOUT": "10",
+               "PATH": client_path()}
         try:
             result = self.run(argv, env=env, timeout=60)
         except proc.CommandError as exc:

@@ -1,9 +1,16 @@
-"""The cluster page's data (/cluster.json): nodes with their stage, jobs, readiness; the CGI."""
+"""The cluster page's data (/cluster.json): nodes with their stage, jobs, readiness; the WSGI
+application Apache serves it with."""
 
 from __future__ import annotations
 
 import io
 import json
+import runpy
+import threading
+import urllib.error
+import urllib.request
+import wsgiref.simple_server
+from pathlib import Path
 
 import pytest
 
@@ -70,37 +77,78 @@ def test_without_the_boot_s_site_file_the_page_still_answers(tmp_path):
     assert data["server"] == {} and data["nbmin"] == 1 and data["nodes"][0]["host"] == A
 
 
-def cgi(root, oar, **environ) -> tuple[list[str], bytes, int]:
-    out = io.BytesIO()
-    status = clusterpage.main({"REQUEST_METHOD": "GET", **environ}, root, out, oar)
-    head, _, body = out.getvalue().partition(b"\r\n\r\n")
-    return head.decode().split("\r\n"), body, status
+def get(root, oar, **environ) -> tuple[str, dict[str, str], bytes]:
+    status, headers, body = clusterpage.respond({"REQUEST_METHOD": "GET", **environ}, root, oar)
+    return status, dict(headers), body
 
 
-def test_the_cgi_answers_json_not_cached(root):
-    head, body, status = cgi(root, FixedOar([row(1, A, 0)]))
-    assert status == 0 and head[0] == "Status: 200 OK"
-    assert "Content-Type: application/json; charset=utf-8" in head
-    assert "Cache-Control: no-store" in head
-    assert f"Content-Length: {len(body)}" in head
+def test_the_page_data_is_json_not_cached(root):
+    status, head, body = get(root, FixedOar([row(1, A, 0)]))
+    assert status == "200 OK"
+    assert head["Content-Type"] == "application/json; charset=utf-8"
+    assert head["Cache-Control"] == "no-store"
+    assert head["Content-Length"] == str(len(body))
     assert json.loads(body)["nodes"][0]["host"] == A
 
 
 def test_head_has_no_body(root):
-    head, body, _ = cgi(root, FixedOar([]), REQUEST_METHOD="HEAD")
-    assert head[0] == "Status: 200 OK" and body == b""
+    status, head, body = get(root, FixedOar([]), REQUEST_METHOD="HEAD")
+    assert status == "200 OK" and body == b"" and int(head["Content-Length"]) > 0
 
 
 @pytest.mark.parametrize("environ, status", [
-    ({"REQUEST_METHOD": "POST"}, "Status: 405 Method Not Allowed"),
-    ({"QUERY_STRING": "x" * (clusterpage.MAX_QUERY_STRING + 1)}, "Status: 400 Bad Request"),
+    ({"REQUEST_METHOD": "POST"}, "405 Method Not Allowed"),
+    ({"QUERY_STRING": "x" * (clusterpage.MAX_QUERY_STRING + 1)}, "400 Bad Request"),
 ])
 def test_input_is_refused_with_a_one_line_reason(root, environ, status):
-    head, body, code = cgi(root, FixedOar([]), **environ)
-    assert code == 1 and head[0] == status and json.loads(body)["error"]
+    answer, _, body = get(root, FixedOar([]), **environ)
+    assert answer == status and json.loads(body)["error"]
 
 
 def test_an_unreadable_database_is_a_503_that_says_why(root):
-    head, body, _ = cgi(root, FixedOar([], error=OarError("cannot read OAR's resources: boom")))
-    assert head[0] == "Status: 503 Service Unavailable"
+    status, _, body = get(root, FixedOar([], error=OarError("cannot read OAR's resources: boom")))
+    assert status == "503 Service Unavailable"
     assert json.loads(body) == {"error": "cannot read OAR's resources: boom"}
+
+
+def test_a_wsgi_server_serves_the_application_over_http(root, monkeypatch):
+    """The entry point mod_wsgi calls, behind a real HTTP server on loopback (the stdlib's)."""
+    monkeypatch.setattr(clusterpage, "cluster", lambda *a: {"nodes": [], "ready": False})
+    with wsgiref.simple_server.make_server("127.0.0.1", 0, clusterpage.application,
+                                           handler_class=QuietHandler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/cluster.json"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                assert reply.status == 200 and reply.headers["Cache-Control"] == "no-store"
+                assert json.loads(reply.read()) == {"nodes": [], "ready": False}
+            request = urllib.request.Request(url, data=b"x", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET, HEAD"
+        finally:
+            server.shutdown()
+
+
+class QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_person_at_the_server_gets_the_same_data_printed(root, capsys):
+    out = io.StringIO()
+    assert clusterpage.main(root, out, FixedOar([row(1, A, 0)])) == 0
+    assert json.loads(out.getvalue())["nodes"][0]["host"] == A
+    assert clusterpage.main(root, out, FixedOar([], error=OarError("boom"))) == 1
+    assert capsys.readouterr().err == "oar-live cluster page: boom\n"
+
+
+def test_the_file_mod_wsgi_loads_is_the_application_where_the_site_says():
+    project = Path(__file__).resolve().parents[2]
+    wsgi = project / "autoconf" / "cluster.wsgi"
+    assert runpy.run_path(str(wsgi))["application"] is clusterpage.application
+    site = (project / "recipes" / "steps" / "common" / "web.yaml").read_text()
+    # the agent's copy step puts autoconf/ at /usr/lib/oar-live/autoconf
+    assert "WSGIScriptAlias /cluster.json /usr/lib/oar-live/autoconf/cluster.wsgi" in site
+    assert "python-path=/usr/lib/oar-live " in site

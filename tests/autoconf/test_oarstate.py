@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from autoconf import oarstate
 from autoconf.oarstate import Oar, OarError, OarResource
 from autoconf.resources import Resource
 from boot.proc import CommandError
@@ -190,3 +192,21 @@ def test_jobs_and_alive_times_read_as_numbers_from_the_database(tmp_path):
     oar = Oar(conf, run=lambda argv, **kw: subprocess.CompletedProcess(argv, 0, next(answers)))
     assert oar.job_states([7, 8, 9]) == {7: ("Terminated", 0), 8: ("Error", None)}
     assert oar.alive_since(1699999000) == {3: 1700000000}
+
+
+def test_reads_run_the_newest_postgresql_client_itself_not_debians_perl_wrapper(tmp_path):
+    for version in ("9", "15", "17"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        if version != "17":
+            (tmp_path / version / "bin" / "psql").write_text("")
+    (tmp_path / "17" / "lib").mkdir()
+    first, *rest = oarstate.client_path(tmp_path).split(os.pathsep)
+    assert first == str(tmp_path / "15" / "bin") and rest == os.environ["PATH"].split(os.pathsep)
+    assert oarstate.client_path(tmp_path / "none") == os.environ["PATH"]
+
+
+def test_a_read_finds_psql_on_that_path(conf):
+    psql = Psql("[]")
+    Oar(conf, psql).resources()
+    [(argv, env)] = psql.calls
+    assert argv[0] == "psql" and env["PATH"] == oarstate.client_path()
