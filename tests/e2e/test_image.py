@@ -111,6 +111,14 @@ def _cgroup_as_the_recipe_says(image, vm: VM, cmdline: str) -> None:
     assert lines > 100 and waits == 0, counts
 
 
+def _no_update_work_at_boot(vm: VM) -> None:
+    """The image's /etc and /var are stamped as made for its /usr: no boot runs the units that
+    follow an update of /usr (ldconfig, the journal's catalog), each boot of a live system."""
+    units = ("ldconfig.service", "systemd-journal-catalog-update.service")
+    _, ran = vm.run(f"systemctl show -p ConditionResult --value {' '.join(units)}", 30)
+    assert ran.split() == ["no"] * len(units), dict(zip(units, ran.split(), strict=False))
+
+
 def test_iso_boots_from_its_isolinux_menu_with_bios(artifacts, tmp_path):
     """SeaBIOS -> isolinux (the hybrid ISO's El Torito BIOS entry) -> its menu -> the kernel,
     with the entry's keys; the system it starts is the one the Secure Boot test logs into."""
@@ -178,6 +186,7 @@ def test_iso_boots_with_secure_boot_and_runs_a_job_confined_to_one_core(artifact
         _, cmdline = vm.run("cat /proc/cmdline", 30)
         assert "oar.role=solo" in cmdline and "boot=live" in cmdline.split()
         _cgroup_as_the_recipe_says(image, vm, cmdline)
+        _no_update_work_at_boot(vm)
         _console_set_up_from_the_image(vm)
         _secure_boot_enforced(vm)
         _oar_ready(image, vm)
