@@ -11,13 +11,17 @@ Both measured in one run on this machine, the same way, bookworm being the basel
 - `used_mib`: `free -m` "used" 10 s later;
 - `job_s`: the first job after boot, `oarsub -l core=1 true` as the job account, from the
   submission to `oarstat` saying Terminated (polled every 2 s).
-Ratios trixie / bookworm; target <= 1.10 each: trixie no slower and no larger by more than 10 %.
+The three boot figures are medians of BOOTS boots of each image, taken in turn (each boot's
+figures are listed too, `..._runs`). Ratios trixie / bookworm; target <= 1.10 each: trixie
+no slower and no larger by more than 10 %.
 Temporary files live under /var/tmp and are removed at the end.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -43,8 +47,12 @@ RECIPES = {  # the baseline first
     "bookworm": ROOT / "recipes" / "debian-bookworm-x86_64-oar-2.5-iso.yaml",
     "trixie": ROOT / "recipes" / "debian-trixie-x86_64-oar-2.6-iso.yaml",
 }
-FIGURES = ("build_s", "iso_mb", "boot_to_alive_s", "used_mib", "job_s")
+BOOT_FIGURES = ("boot_to_alive_s", "used_mib", "job_s")
+FIGURES = ("build_s", "iso_mb", *BOOT_FIGURES)
 TARGET = 1.10
+# Boots per image, in turn (bookworm, trixie, bookworm, ...): the medians are compared (one boot
+# of each under TCG differed by up to 30 % between two runs on the same idle machine).
+BOOTS = int(os.environ.get("OAR_BENCH_DISTRIBUTION_BOOTS", "3"))
 MEMORY_MIB = 1536
 ALIVE_TIMEOUT_S = 900
 JOB_TIMEOUT_S = 600
@@ -102,24 +110,33 @@ def run() -> dict:
     figures: dict = {}
     verdicts: list[str] = []
     try:
+        isos: dict[str, Path] = {}
         for name in RECIPES:
-            isos: list[Path] = []
 
-            def built(name: str = name, isos: list[Path] = isos) -> dict:
-                result, iso = build(name, tmp)
-                isos.append(iso)
-                _say(f"{name}: {result}")
-                return {f"{name}_{key}": value for key, value in result.items()}
-
-            def booted(name: str = name, isos: list[Path] = isos) -> dict:
-                result = boot_solo(name, isos[0], tmp)
+            def built(name: str = name) -> dict:
+                result, isos[name] = build(name, tmp)
                 _say(f"{name}: {result}")
                 return {f"{name}_{key}": value for key, value in result.items()}
 
             _say(f"{name}: full build (--no-checkpoint)")
-            if _measure(f"{name}_build", built, figures, verdicts):
-                _say(f"{name}: solo boot to Alive and a job, under TCG")
-                _measure(f"{name}_boot", booted, figures, verdicts)
+            _measure(f"{name}_build", built, figures, verdicts)
+        runs: dict[str, list[dict]] = {name: [] for name in isos}
+        for round_ in range(1, BOOTS + 1):
+            for name in isos:  # in turn, so that a slow spell of the machine falls on both
+
+                def booted(name: str = name, round_: int = round_) -> dict:
+                    runs[name].append(boot_solo(name, isos[name], tmp))
+                    _say(f"{name}, boot {round_} of {BOOTS}: {runs[name][-1]}")
+                    return {}
+
+                _say(f"{name}: solo boot to Alive and a job, under TCG ({round_}/{BOOTS})")
+                _measure(f"{name}_boot_{round_}", booted, figures, verdicts)
+        for name, results in runs.items():
+            for key in BOOT_FIGURES:
+                values = [r[key] for r in results]
+                if values:
+                    figures[f"{name}_{key}"] = statistics.median(values)
+                    figures[f"{name}_{key}_runs"] = values
         for key in FIGURES:
             new, old = figures.get(f"trixie_{key}"), figures.get(f"bookworm_{key}")
             if new is None or not old:
