@@ -1,7 +1,7 @@
 """The cluster page's data, /cluster.json: a read-only WSGI application that reads OAR once per
 request.
 
-Apache's mod_wsgi runs it in one daemon process as www-data (/usr/lib/oar-live/cluster.wsgi),
+Apache's mod_wsgi runs it in one daemon process as www-data (autoconf/cluster.wsgi),
 imported once: a refresh of the page at / (autoconf/www/index.html) costs the server one
 request and one `psql` read, not a Python start. It reads OAR's resources and jobs in that one
 read, as oar_ro (/etc/oar-live/web-db.conf, which autoconf.oarconf writes), the registered
@@ -98,9 +98,13 @@ def cluster(root: Path = Path("/"), oar: Oar | None = None) -> dict[str, Any]:
 Response = tuple[str, list[tuple[str, str]], bytes]  # status, headers, body
 
 
+def _json(payload: Any) -> str:
+    return json.dumps(payload, indent=1, sort_keys=True) + "\n"
+
+
 def _response(status: str, payload: Any, head: bool = False,
               extra: tuple[tuple[str, str], ...] = ()) -> Response:
-    body = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
+    body = _json(payload).encode()
     headers = [("Content-Type", "application/json; charset=utf-8"),
                ("Cache-Control", "no-store"), ("Content-Length", str(len(body))), *extra]
     return status, headers, b"" if head else body
@@ -136,7 +140,7 @@ def main(root: Path = Path("/"), out: TextIO | None = None, oar: Oar | None = No
     except OarError as exc:
         print(f"oar-live cluster page: {exc}", file=sys.stderr)
         return 1
-    out.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    out.write(_json(data))
     return 0
 
 
