@@ -16,7 +16,9 @@ shows the node Suspected (OAR's checker could not reach it) or Absent (its check
 registration failed, or the watcher restarted after marking it Absent) it registers again so
 that the server checks it again and revives it, backing off while the check keeps failing;
 it keeps /etc/hosts, the shared home and the cluster's accounts in step with the
-server; on SIGTERM (shutdown) it marks the node Absent
+server, and between polls it listens to the server's beacon, which announces at once a node
+that registered: /etc/hosts names it before the server makes it Alive (autoconf.beacon); on
+SIGTERM (shutdown) it marks the node Absent
 in OAR (and, stopped, no longer revives it).
 
 Every file is written through a root prefix and every command goes through boot.proc.
@@ -34,7 +36,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autoconf import discover, etchosts, nfs, node_accounts, oarconf, timing
+from autoconf import beacon, discover, etchosts, nfs, node_accounts, oarconf, timing
 from autoconf.client import Registration, RegistryClient, RegistryError, Unreachable
 from autoconf.config import BEACON_PORT, REGISTRY_PORT, Config, ConfigError, Role, read_config
 from autoconf.detect import Detection, cluster_address
@@ -63,6 +65,7 @@ RECHECK_MAX = 120.0  # the longest wait between two checks of a node that keeps 
 # The watcher's polls: the server answers from its database, but a busy emulated server can
 # take several seconds; giving up sooner would leave a node unregistered after a server reboot.
 WATCH_TIMEOUT = 20.0
+HOSTS_FETCH_SPACING = 1.0  # between two fetches of /etc/hosts that beacons ask for
 
 
 class NodeError(Exception):
@@ -385,6 +388,7 @@ class Watcher:
         self.clock: Callable[[], float] = time.monotonic
         self.hosts_tag: str | None = None  # the server's tag of the hosts block last applied
         self.last_shared: list[str] = []  # shown once, not at every poll
+        self.next_hosts_fetch = 0.0  # a beacon's hosts tag is followed at most this often
 
     def _client(self) -> RegistryClient:
         assert self.server is not None
@@ -409,6 +413,10 @@ class Watcher:
         self.hostname = registration.hostname
         write_state(self.root, self.server, self.detection, self.hostname)
         changed = apply_registration(registration, self.root)
+        # /etc/hosts is now the block the registration carried, not the one last fetched: a
+        # server that rebooted may come back to that very block (same tag) once every node
+        # registered again, and a poll with the old tag would keep this one forever.
+        self.hosts_tag = None
         if changed:
             proc.run(["systemctl", "start", "oar-node"], check=False)
             if not registration.alive and not again:  # checked before its settings were in
@@ -442,6 +450,61 @@ class Watcher:
                 say(console.info(line))
         self.last_shared = lines
 
+    def _hosts(self, client: RegistryClient) -> None:
+        text, tag = client.hosts(self.hosts_tag)
+        if text is not None:
+            if update_hosts(text, self.root):
+                say(console.info("updated /etc/hosts from the server"))
+            self.hosts_tag = tag
+
+    def heard(self, data: bytes) -> bool:
+        """A datagram on the beacon port: when it is our server's beacon announcing a hosts
+        block other than the one applied, fetch the block now. True when it did."""
+        if self.server is None:
+            return False
+        found = beacon.parse_beacon(data, beacon.cluster_id(self.config.token))
+        if found is None or found.hosts is None or found.registry != self.server.address:
+            return False
+        if self.hosts_tag is not None and self.hosts_tag.strip('"') == found.hosts:
+            return False
+        if self.clock() < self.next_hosts_fetch:  # at most one fetch a second, whatever comes
+            return False
+        self.next_hosts_fetch = self.clock() + HOSTS_FETCH_SPACING
+        try:
+            self._hosts(self._client())
+        except (RegistryError, Unreachable, NodeError) as exc:
+            self._report(f"server {self.server.address}: {exc}")
+            return False
+        return True
+
+    def wait(self, until: float, stopping: Callable[[], bool]) -> None:
+        """Until `until` (time.monotonic()) or `stopping()`: listen to the beacons, so that a
+        name the server just registered is in /etc/hosts within a second (autoconf.beacon)."""
+        if self.server is None:  # tick() listened for a server the whole interval
+            while not stopping() and time.monotonic() < until:
+                time.sleep(min(0.2, self.interval))
+            return
+        try:
+            sock = beacon.open_listener(port=self.beacon_port)
+        except OSError as exc:
+            self._report(f"cannot listen for the server's beacon ({exc.strerror or exc}): "
+                         "/etc/hosts follows at each poll only")
+            sock = None
+        try:
+            while not stopping() and (left := until - time.monotonic()) > 0:
+                if sock is None:
+                    time.sleep(min(0.2, left))
+                    continue
+                sock.settimeout(min(0.2, left))
+                try:
+                    data, _sender = sock.recvfrom(beacon.MAX_DATAGRAM)
+                except TimeoutError:
+                    continue
+                self.heard(data)
+        finally:
+            if sock is not None:
+                sock.close()
+
     def tick(self) -> None:
         if self.server is None:
             # Listen for the beacon the whole poll interval: a server that comes up is heard
@@ -465,11 +528,7 @@ class Watcher:
                 # Absent: its own shutdown (the watcher restarted) or its check at registration
                 # failed; an administrator's Absent later on is respected.
                 self._recheck(client, known)
-            text, tag = client.hosts(self.hosts_tag)
-            if text is not None:
-                if update_hosts(text, self.root):
-                    say(console.info("updated /etc/hosts from the server"))
-                self.hosts_tag = tag
+            self._hosts(client)
             self._share(client)
             self.first = False
             self._report("")
@@ -518,7 +577,6 @@ def watch_main(argv: list[str]) -> int:
     while not stopping:
         next_tick = time.monotonic() + args.interval  # a tick that listened used its interval
         watcher.tick()
-        while not stopping and time.monotonic() < next_tick:
-            time.sleep(min(0.2, args.interval))
+        watcher.wait(next_tick, lambda: bool(stopping))
     watcher.mark_absent()
     return 0

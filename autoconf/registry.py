@@ -173,6 +173,9 @@ class Registry:
     check: Callable[[str, str], str | None] | None = None
     checks: dict[str, Check] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    # called when a node's name or address enters the hosts block, before the node is checked
+    # and made Alive: the beacon tells every node at once (autoconf.beacon)
+    hosts_changed: Callable[[], None] = lambda: None
     reads: int = 0  # full reads of the resources table (the snapshot's)
     _snapshot: tuple[float, dict[str, list[OarResource]]] | None = None
     _snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -207,7 +210,9 @@ class Registry:
                                            granularity=self.settings.granularity)
                 self.oar.add_node(host, resources, "Absent")
                 changed, waiting = True, True
-            hosts = self._remember(host, address, entries)
+            hosts, new_entry = self._remember(host, address, entries)
+        if new_entry:
+            self.hosts_changed()
         state, problem = self._admit(host, address, mine, waiting)
         _log(
             f"{host} ({address}): {len(resources)} resources, "
@@ -297,15 +302,15 @@ class Registry:
                 raise Conflict(f"address {address} is held by {other}, registered and "
                                f"{'/'.join(sorted(states))}")
 
-    def _remember(self, host: str, address: str, entries: dict[str, str]) -> str:
+    def _remember(self, host: str, address: str, entries: dict[str, str]) -> tuple[str, bool]:
         """Record host -> address in the server's /etc/hosts (dropping a gone node that held
-        the address); the block's text."""
+        the address); the block's text, and whether the file changed."""
         server = self.settings.server
         entries = {name: at for name, at in entries.items() if at != address or name == host}
         entries[server.hostname] = server.address
         entries[host] = address
-        etchosts.write_block(entries, self.settings.hosts_file)
-        return etchosts.render_block(entries)
+        changed = etchosts.write_block(entries, self.settings.hosts_file)
+        return etchosts.render_block(entries), changed
 
     def hosts(self) -> str:
         """The /etc/hosts block of the cluster: the server and every registered node."""
@@ -600,8 +605,14 @@ def make_server(registry: Registry, host: str, port: int = REGISTRY_PORT) -> Thr
 # ----------------------------------------------------------------------------- entry point
 
 
-def _start_beacon(state: ServerState, port: int, token: str) -> beacon.BeaconSender | None:
-    """Announce the registry on the cluster network (autoconf.beacon)."""
+def hosts_tag(registry: Registry) -> str:
+    """The tag of the hosts block as the beacon carries it (the ETag, unquoted)."""
+    return registry.hosts_block()[1].strip('"')
+
+
+def _start_beacon(state: ServerState, port: int, token: str,
+                  registry: Registry) -> beacon.BeaconSender | None:
+    """Announce the registry and its hosts block on the cluster network (autoconf.beacon)."""
     network = ipaddress.IPv4Network(state.network, strict=False)
     if network.is_loopback:
         return None  # a one-machine cluster without network: nobody to tell
@@ -609,7 +620,9 @@ def _start_beacon(state: ServerState, port: int, token: str) -> beacon.BeaconSen
         f"{state.address}:{port}",
         beacon.cluster_id(token),
         beacon.broadcast_address(f"{state.address}/{network.prefixlen}"),
+        hosts_tag=lambda: hosts_tag(registry),
     )
+    registry.hosts_changed = sender.kick
     return sender.start()
 
 
@@ -652,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    beacon_sender = None if args.no_beacon else _start_beacon(state, args.port, config.token)
+    beacon_sender = None if args.no_beacon else _start_beacon(
+        state, args.port, config.token, registry)
     _log(f"listening on {state.address}:{args.port} for the cluster network {state.network}")
     try:
         server.serve_forever()

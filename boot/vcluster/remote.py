@@ -226,3 +226,7 @@ class Remote:
         if result.returncode != 0:
             raise RemoteError(f"no OAR.{job}.stdout in the server's home of {self.state.user}")
         return result.stdout
+
+    def job_errors(self, job: int) -> str:
+        """The job's stderr (what a job that went wrong said), '' when there is none."""
+        return self.run(f"cat ~/OAR.{job}.stderr", timeout=60, check=False).stdout

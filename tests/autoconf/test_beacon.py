@@ -150,3 +150,53 @@ def test_sender_survives_an_unreachable_destination(capsys):
 def test_sender_refuses_a_registry_that_nodes_could_not_use():
     with pytest.raises(ValueError, match="not an IPv4:PORT"):
         beacon.BeaconSender("0.0.0.0:6680", CLUSTER, "127.0.0.1")
+
+
+def test_the_hosts_tag_travels_with_the_beacon_and_a_malformed_one_is_dropped():
+    tag = "0123456789abcdef0123"
+    data = beacon.make_payload("10.0.0.1:6680", CLUSTER, tag)
+    assert beacon.parse_beacon(data, CLUSTER) == beacon.Beacon("10.0.0.1:6680", tag)
+    assert beacon.parse_payload(data, CLUSTER) == "10.0.0.1:6680"
+    for bad in ("", "NOT-HEX", "a" * 65, 12, None, "01234567\n"):
+        message = json.loads(beacon.make_payload("10.0.0.1:6680", CLUSTER))
+        message["hosts"] = bad
+        found = beacon.parse_beacon(json.dumps(message).encode(), CLUSTER)
+        assert found == beacon.Beacon("10.0.0.1:6680", None), bad
+    assert beacon.parse_beacon(beacon.make_payload("10.0.0.1:6680", "other", tag), CLUSTER) is None
+    nested = json.loads(data)
+    nested["hosts"] = [tag]
+    assert beacon.parse_beacon(json.dumps(nested).encode(), CLUSTER) is None, "not a beacon"
+
+
+def test_a_kick_sends_the_new_tag_at_once_and_a_burst_of_kicks_shares_one_datagram():
+    port = free_udp_port()
+    tags = iter(f"{n:020x}" for n in range(1000))
+    current = [next(tags)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.settimeout(5)
+        sender = beacon.BeaconSender("10.0.0.1:6680", CLUSTER, "127.0.0.1", port=port,
+                                     interval=60, hosts_tag=lambda: current[0])
+        with sender:
+            first = beacon.parse_beacon(sock.recvfrom(2048)[0], CLUSTER)
+            assert first.hosts == current[0]
+            kicked = time.monotonic()
+            for _ in range(20):  # twenty registrations in a row
+                current[0] = next(tags)
+                sender.kick()
+            second = beacon.parse_beacon(sock.recvfrom(2048)[0], CLUSTER)
+            heard = time.monotonic() - kicked
+            assert second.hosts == current[0], "the datagram carries the latest tag"
+            sock.settimeout(beacon.KICK_SPACING * 4)
+            with pytest.raises(TimeoutError):
+                sock.recvfrom(2048)  # not one datagram per kick: the next is the 60 s tick
+    assert heard < 5, f"a kick is sent at once (after {heard:.1f} s), not at the next tick (60 s)"
+    assert sender.sent == 2
+
+
+def test_a_hosts_file_that_cannot_be_read_leaves_the_registry_announced():
+    def unreadable() -> str:
+        raise PermissionError("hosts")
+
+    sender = beacon.BeaconSender("10.0.0.1:6680", CLUSTER, "127.0.0.1", hosts_tag=unreadable)
+    assert beacon.parse_beacon(sender.payload, CLUSTER) == beacon.Beacon("10.0.0.1:6680", None)

@@ -672,6 +672,131 @@ def test_node_joins_through_the_projects_registration_service(root, commands, tm
         assert sorted(int(r.cpuset) for r in oar.host_resources(HOST)) == [0, 1]
 
 
+def test_a_node_that_registers_is_in_the_others_hosts_before_the_server_makes_it_alive(
+        root, commands, tmp_path):
+    """The beacon, kicked when a name enters the server's hosts block, has every watcher fetch
+    the block between two polls: the new name is in /etc/hosts before the new node's check
+    ends (a job started on both finds both), not a poll interval later."""
+    import threading
+
+    from autoconf import beacon
+    from autoconf.registry import check_token, hosts_tag, validate_registration
+    from tests.autoconf.fakenodes import new_hostname, registration, serving
+    from tests.autoconf.test_beacon import free_udp_port
+    from tests.autoconf.test_registry import FakeOar
+
+    seen_at_check: list[str] = []
+    hosts = root / "etc/hosts"
+
+    def check(host: str, address: str) -> None:
+        if host != HOST:  # the newcomer: the server checks it (ssh) before making it Alive
+            time.sleep(3)
+            seen_at_check.append(hosts.read_text())
+
+    registry = project_registry(tmp_path, FakeOar(), check=check)
+    beacon_port = free_udp_port()
+    with serving(registry) as port:
+        sender = beacon.BeaconSender(f"127.0.0.1:{port}", beacon.cluster_id(TOKEN), "127.0.0.1",
+                                     port=beacon_port, interval=60,
+                                     hosts_tag=lambda: hosts_tag(registry))
+        registry.hosts_changed = sender.kick
+        with sender:
+            config = node_config(server=f"127.0.0.1:{port}")
+            node.handle(config, DETECTION, root, alive_deadline=5)
+            watcher = node.Watcher(config, root, node.read_state(root), port=port,
+                                   beacon_port=beacon_port, interval=60)
+            watcher.tick()
+            other = new_hostname()
+            body = registration(TOKEN, other, "127.0.0.9")
+            check_token(body, TOKEN)
+            joined: list[dict] = []
+            newcomer = threading.Thread(target=lambda: joined.append(
+                registry.register(*validate_registration(body, registry.settings))))
+            started = time.monotonic()
+            newcomer.start()
+            watcher.wait(started + 10, lambda: bool(joined))
+            newcomer.join(10)
+    assert joined and joined[0]["state"] == "Alive"
+    assert time.monotonic() - started < 10, "the watcher waited for its next poll"
+    assert seen_at_check and f"127.0.0.9 {other}" in seen_at_check[0], \
+        "the node learnt the name only after the newcomer was Alive"
+    assert f"127.0.0.9 {other}" in hosts.read_text()
+
+
+def test_after_a_server_reboot_the_watcher_gets_back_the_names_registered_after_it(
+        root, commands, tmp_path):
+    """The server reboots (its hosts block starts empty); this node registers again first,
+    the other node while the server checks this one, and the server's block is again the one
+    before the reboot (same tag) when this node's registration returns with the shorter block
+    of its time: the watcher must not keep that one (as it did, for good: 304 at every poll)."""
+    from autoconf.registry import check_token, validate_registration
+    from tests.autoconf.fakenodes import new_hostname, registration, serving
+    from tests.autoconf.test_registry import FakeOar
+
+    oar = FakeOar()
+    during_check: list = []
+
+    def check(host: str, address: str) -> None:
+        if host == HOST and during_check:
+            during_check.pop()()
+
+    registry = project_registry(tmp_path, oar, check=check)
+    other = new_hostname()
+
+    def other_registers() -> None:
+        body = registration(TOKEN, other, "127.0.0.9")
+        check_token(body, TOKEN)
+        registry.register(*validate_registration(body, registry.settings))
+
+    hosts = root / "etc/hosts"
+    server_hosts = registry.settings.hosts_file
+    with serving(registry) as port:
+        config = node_config(server=f"127.0.0.1:{port}")
+        node.handle(config, DETECTION, root, alive_deadline=5)
+        other_registers()
+        watcher = node.Watcher(config, root, node.read_state(root), port=port)
+        watcher.tick()
+        assert f"127.0.0.9 {other}" in hosts.read_text()
+
+        oar.rows.clear()  # the server rebooted: a new database, a new /etc/hosts
+        server_hosts.write_text("127.0.0.1 localhost\n")
+        now = [registry.clock()]
+        registry.clock = lambda: now[0]
+        now[0] += 10  # past the polls' shared snapshot
+        during_check.append(other_registers)
+        watcher.tick()  # registers again; the other node does while the server checks this one
+        assert not during_check
+        now[0] += 10
+        watcher.tick()
+    assert f"127.0.0.9 {other}" in hosts.read_text(), "the node lost the other node's name"
+
+
+def test_the_watcher_follows_only_its_own_servers_new_hosts_tags_at_most_once_a_second(
+        registry, root, commands, monkeypatch):
+    from autoconf import beacon
+
+    join(registry, root)
+    watcher = watcher_for(registry, root)
+    watcher.tick()
+    fetched = []
+    monkeypatch.setattr(watcher, "_hosts", lambda client: fetched.append(client))
+    ours, now = beacon.cluster_id(TOKEN), [100.0]
+    watcher.clock = lambda: now[0]
+    applied = "a" * 20
+    watcher.hosts_tag = f'"{applied}"'  # the ETag of the block it applied
+    other_tag = "f" * 20
+    assert not watcher.heard(beacon.make_payload(watcher.server.address, ours, applied))
+    assert not watcher.heard(beacon.make_payload(watcher.server.address, ours))  # no tag
+    assert not watcher.heard(beacon.make_payload("10.9.9.9:6680", ours, other_tag))
+    assert not watcher.heard(beacon.make_payload(watcher.server.address, "another", other_tag))
+    assert not watcher.heard(b"garbage")
+    assert watcher.heard(beacon.make_payload(watcher.server.address, ours, other_tag))
+    assert not watcher.heard(beacon.make_payload(watcher.server.address, ours, other_tag))
+    now[0] += node.HOSTS_FETCH_SPACING
+    assert watcher.heard(beacon.make_payload(watcher.server.address, ours, other_tag))
+    assert len(fetched) == 2
+
+
 @pytest.mark.integration
 def test_real_oar_node_joins_rejoins_after_being_forgotten_and_goes_absent(
     oar_server, root, commands, monkeypatch, tmp_path

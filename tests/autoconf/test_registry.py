@@ -828,16 +828,39 @@ def test_serve_before_the_server_role_ran_says_so(tmp_path, capsys):
     assert "has the server role run?" in capsys.readouterr().err
 
 
-def test_beacon_announces_the_registry_on_the_cluster_broadcast(monkeypatch):
+def test_beacon_announces_the_registry_and_its_hosts_block_on_the_cluster_broadcast(
+        fake, monkeypatch):
     from autoconf import beacon, registry
 
+    reg, _oar = fake
     started = []
     monkeypatch.setattr(beacon.BeaconSender, "start", lambda self: started.append(self) or self)
     sender = registry._start_beacon(ServerState("oar-server", "10.0.0.1", "10.0.0.0/24"),
-                                    6680, "tok")
+                                    6680, "tok", reg)
     assert started == [sender]
+    tag = reg.hosts_block()[1]
     assert json.loads(sender.payload) == {"service": "oar-live", "registry": "10.0.0.1:6680",
-                                          "cluster": beacon.cluster_id("tok")}
+                                          "cluster": beacon.cluster_id("tok"),
+                                          "hosts": tag.strip('"')}
     assert sender.destination == ("10.0.0.255", beacon.BEACON_PORT)
+    assert reg.hosts_changed == sender.kick
     loopback = ServerState("oar-server", "127.0.0.1", "127.0.0.0/8")
-    assert registry._start_beacon(loopback, 6680, "tok") is None
+    assert registry._start_beacon(loopback, 6680, "tok", reg) is None
+
+
+def test_a_new_name_is_announced_before_the_node_is_checked_and_made_alive(fake, nodes):
+    """Every node learns a new node's name (the beacon) before OAR can start a job on it."""
+    registry, _oar = fake
+    events = []
+    registry.hosts_changed = lambda: events.append(("announced", registry.hosts()))
+    check = registry.check
+    registry.check = lambda host, address: events.append(("checked", host)) or check(host,
+                                                                                     address)
+    host = new_hostname()
+    answer = _register(registry, registration(TOKEN, host, "127.0.0.7"))
+    assert answer["state"] == "Alive"
+    assert [e[0] for e in events] == ["announced", "checked"]
+    assert f"127.0.0.7 {host}" in events[0][1]
+    events.clear()
+    _register(registry, registration(TOKEN, host, "127.0.0.7"))
+    assert events == [], "registering again, same name and address: nothing to announce"

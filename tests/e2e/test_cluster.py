@@ -102,6 +102,13 @@ class Cluster:
         assert final == "Terminated", f"job {job} ended {final}\n{logs_of(self.state)}"
         return job, self.remote.job_output(job)
 
+    def on_every_node(self, job: int, out: str) -> None:
+        """The DEMO_JOB's output names every node; else fail with what its stderr said."""
+        expected = sorted(m.oar_hostname for m in self.state.nodes)
+        if sorted(out.split()) != expected:
+            pytest.fail(f"job {job} printed {out.split()}, not {expected}; its stderr: "
+                        f"{self.remote.job_errors(job)!r}\n{logs_of(self.state)}")
+
     def serial(self, name: str) -> str:
         return self.state.serial_log(self.state.machine(name)).read_bytes().decode(
             errors="replace")
@@ -181,8 +188,7 @@ def test_a_job_on_two_nodes_runs_on_both(cluster):
     cluster.wait(f"job {job} on every node starting within {FIRST_JOB_SECONDS} s of `up`",
                  started, max(left, 1), 3)
     assert cluster.remote.wait_job(job, 420) == "Terminated", logs_of(cluster.state)
-    out = cluster.remote.job_output(job)
-    assert sorted(out.split()) == sorted(m.oar_hostname for m in cluster.state.nodes), out
+    cluster.on_every_node(job, cluster.remote.job_output(job))
 
 
 def web_artefacts(tmp_path_factory) -> Path:
@@ -415,6 +421,5 @@ def test_after_a_server_reboot_the_nodes_register_again_and_jobs_run(cluster):
     assert cluster.remote.run("ls ~/OAR.1.stdout", timeout=60, check=False).returncode != 0
     cluster.wait("the nodes drop the person the server no longer has",
                  lambda: set(person_uids(cluster).values()) == {""}, 60, 5)
-    job, out = cluster.job(DEMO_JOB, "nodes=2")  # written through the nodes' mounts, kept
-    assert sorted(out.split()) == sorted(m.oar_hostname for m in cluster.state.nodes), out
+    cluster.on_every_node(*cluster.job(DEMO_JOB, "nodes=2"))  # through the nodes' mounts
 
