@@ -65,7 +65,10 @@ RECHECK_MAX = 120.0  # the longest wait between two checks of a node that keeps 
 # The watcher's polls: the server answers from its database, but a busy emulated server can
 # take several seconds; giving up sooner would leave a node unregistered after a server reboot.
 WATCH_TIMEOUT = 20.0
-HOSTS_FETCH_SPACING = 1.0  # between two fetches of /etc/hosts that beacons ask for
+# Between two fetches of /etc/hosts that beacons ask for: the first change after a quiet spell
+# is fetched at once, the changes of a storm of registrations every few seconds, not at every
+# beacon (at 1,000 nodes: 200 fetches a second at most, and the block only when it changed).
+HOSTS_FETCH_SPACING = 5.0
 
 
 class NodeError(Exception):
@@ -388,7 +391,8 @@ class Watcher:
         self.clock: Callable[[], float] = time.monotonic
         self.hosts_tag: str | None = None  # the server's tag of the hosts block last applied
         self.last_shared: list[str] = []  # shown once, not at every poll
-        self.next_hosts_fetch = 0.0  # a beacon's hosts tag is followed at most this often
+        self.next_hosts_fetch = 0.0  # clock() before which no beacon makes it fetch /etc/hosts
+        self.hosts_wanted: str | None = None  # a tag a beacon announced, not fetched yet
 
     def _client(self) -> RegistryClient:
         assert self.server is not None
@@ -459,16 +463,25 @@ class Watcher:
 
     def heard(self, data: bytes) -> bool:
         """A datagram on the beacon port: when it is our server's beacon announcing a hosts
-        block other than the one applied, fetch the block now. True when it did."""
+        block other than the one applied, fetch the block now, or once HOSTS_FETCH_SPACING has
+        passed since the last fetch. True when it fetched."""
         if self.server is None:
             return False
         found = beacon.parse_beacon(data, beacon.cluster_id(self.config.token))
         if found is None or found.hosts is None or found.registry != self.server.address:
             return False
-        if self.hosts_tag is not None and self.hosts_tag.strip('"') == found.hosts:
+        applied = self.hosts_tag.strip('"') if self.hosts_tag is not None else None
+        self.hosts_wanted = found.hosts if found.hosts != applied else None
+        return self.follow_hosts()
+
+    def follow_hosts(self) -> bool:
+        """Fetch the hosts block a beacon announced, unless one was fetched less than
+        HOSTS_FETCH_SPACING ago (a storm of registrations costs the server one fetch per node
+        per spacing, whatever the number of beacons). True when it fetched."""
+        if self.hosts_wanted is None or self.clock() < self.next_hosts_fetch:
             return False
-        if self.clock() < self.next_hosts_fetch:  # at most one fetch a second, whatever comes
-            return False
+        assert self.server is not None
+        self.hosts_wanted = None
         self.next_hosts_fetch = self.clock() + HOSTS_FETCH_SPACING
         try:
             self._hosts(self._client())
@@ -499,6 +512,7 @@ class Watcher:
                 try:
                     data, _sender = sock.recvfrom(beacon.MAX_DATAGRAM)
                 except TimeoutError:
+                    self.follow_hosts()  # one announced while the last fetch was too recent
                     continue
                 self.heard(data)
         finally:

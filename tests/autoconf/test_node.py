@@ -771,7 +771,7 @@ def test_after_a_server_reboot_the_watcher_gets_back_the_names_registered_after_
     assert f"127.0.0.9 {other}" in hosts.read_text(), "the node lost the other node's name"
 
 
-def test_the_watcher_follows_only_its_own_servers_new_hosts_tags_at_most_once_a_second(
+def test_the_watcher_follows_only_its_own_servers_new_hosts_tags_a_storm_spaced_out(
         registry, root, commands, monkeypatch):
     from autoconf import beacon
 
@@ -784,16 +784,23 @@ def test_the_watcher_follows_only_its_own_servers_new_hosts_tags_at_most_once_a_
     watcher.clock = lambda: now[0]
     applied = "a" * 20
     watcher.hosts_tag = f'"{applied}"'  # the ETag of the block it applied
-    other_tag = "f" * 20
-    assert not watcher.heard(beacon.make_payload(watcher.server.address, ours, applied))
-    assert not watcher.heard(beacon.make_payload(watcher.server.address, ours))  # no tag
-    assert not watcher.heard(beacon.make_payload("10.9.9.9:6680", ours, other_tag))
-    assert not watcher.heard(beacon.make_payload(watcher.server.address, "another", other_tag))
+
+    def says(tag: str | None, registry: str | None = None, cluster: str = ours) -> bytes:
+        return beacon.make_payload(registry or watcher.server.address, cluster, tag)
+
+    assert not watcher.heard(says(applied))
+    assert not watcher.heard(says(None))  # a beacon without a tag
+    assert not watcher.heard(says("f" * 20, registry="10.9.9.9:6680"))  # another server
+    assert not watcher.heard(says("f" * 20, cluster="another"))
     assert not watcher.heard(b"garbage")
-    assert watcher.heard(beacon.make_payload(watcher.server.address, ours, other_tag))
-    assert not watcher.heard(beacon.make_payload(watcher.server.address, ours, other_tag))
+    assert watcher.heard(says("f" * 20)) and len(fetched) == 1  # at once after a quiet spell
+    for n in range(3):  # a storm: the next tags come within the spacing, each kept for later
+        assert not watcher.heard(says(f"{n:020x}"))
+        assert not watcher.follow_hosts()
     now[0] += node.HOSTS_FETCH_SPACING
-    assert watcher.heard(beacon.make_payload(watcher.server.address, ours, other_tag))
+    assert watcher.follow_hosts() and len(fetched) == 2, "the last tag, once the spacing passed"
+    now[0] += node.HOSTS_FETCH_SPACING
+    assert not watcher.follow_hosts(), "nothing announced since"
     assert len(fetched) == 2
 
 
