@@ -4,6 +4,7 @@ With `--skips-fail` (what `make test` passes on CI) a skipped test fails: there 
 every package and root, so a test that skips (no oar-server, no namespaces) is a test lost.
 """
 
+import signal
 import subprocess
 
 import pytest
@@ -14,6 +15,17 @@ REAL_PROCESS_MARKERS = ("integration", "e2e", "spawns")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--skips-fail", action="store_true",
                      help="a skipped test fails: every collected test must run (CI)")
+
+
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
+    """Give the suite a terminal's Ctrl-C even when a shell started it in the background.
+
+    A shell without job control starts background commands with SIGINT ignored, and an ignored
+    signal stays ignored across exec: the tests of what Ctrl-C does to a build or a child would
+    then test nothing. A handled SIGINT is reset to the default in every child we start.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(hookwrapper=True)

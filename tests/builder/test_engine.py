@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from builder.cli import main
@@ -139,14 +140,27 @@ def _spawn_build(project, extra_step: str) -> subprocess.Popen:
         cwd=Path(__file__).resolve().parents[2])
 
 
-def _wait_for_process(pattern: str, timeout: float = 30) -> None:
+def _started_by(proc: subprocess.Popen, pattern: str, timeout: float = 30) -> psutil.Process:
+    """The process matching `pattern` that `proc` started (not one another test left)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-        if out.strip():
-            return
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if " ".join(child.cmdline()) == pattern:
+                        return child
+        if proc.poll() is not None:
+            raise AssertionError(f"build-iso ended ({proc.returncode}) before {pattern!r} ran:"
+                                 f" {proc.stderr.read() if proc.stderr else ''}")
         time.sleep(0.1)
-    raise AssertionError(f"no process matching {pattern!r} within {timeout}s")
+    raise AssertionError(f"build-iso started no {pattern!r} within {timeout}s")
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 HANG = """
@@ -155,10 +169,25 @@ HANG = """
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_during_exec_chroot_leaves_nothing_mounted(project, sig):
+@pytest.fixture
+def hung_build(project):
+    """A build stopped in configure/hang (`sleep 4242` in the chroot); whatever the test does,
+    nothing of it outlives the test."""
     proc = _spawn_build(project, HANG)
-    _wait_for_process("sleep 4242")
+    sleeper = _started_by(proc, "sleep 4242")
+    try:
+        yield proc, sleeper
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+        with contextlib.suppress(psutil.Error):
+            sleeper.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_exec_chroot_leaves_nothing_mounted(project, hung_build, sig):
+    proc, sleeper = hung_build
     assert _mounted_under(project.root) == []   # the mounts live in the build's namespace only
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
@@ -166,16 +195,15 @@ def test_interrupt_during_exec_chroot_leaves_nothing_mounted(project, sig):
     assert "interrupted during configure/hang" in err
     assert "--from configure/hang" in err
     assert not _mounted_under(project.root)
-    assert subprocess.run(["pgrep", "-f", "sleep 4242"]).returncode == 1
+    assert _gone(sleeper)
 
 
-def test_killed_builder_leaves_nothing_mounted_or_running(project):
-    proc = _spawn_build(project, HANG)
-    _wait_for_process("sleep 4242")
+def test_killed_builder_leaves_nothing_mounted_or_running(project, hung_build):
+    proc, sleeper = hung_build
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 10
-    while subprocess.run(["pgrep", "-f", "sleep 4242"]).returncode == 0:
+    while not _gone(sleeper):
         assert time.monotonic() < deadline, "the hung microstep outlived build-iso"
         time.sleep(0.1)
     assert not _mounted_under(project.root)
@@ -189,15 +217,9 @@ def test_daemon_started_in_chroot_dies_with_its_macrostep(project):
     assert not _mounted_under(project.root)
 
 
-def test_workdir_is_locked_against_a_second_build(project, capsys):
-    proc = _spawn_build(project, HANG)
-    _wait_for_process("sleep 4242")
-    try:
-        assert main([str(project.recipes / "r.yaml")]) == 2
-        assert "another build-iso is using" in capsys.readouterr().err
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=30)
+def test_workdir_is_locked_against_a_second_build(project, hung_build, capsys):
+    assert main([str(project.recipes / "r.yaml")]) == 2
+    assert "another build-iso is using" in capsys.readouterr().err
 
 
 def test_resolved_variables_are_written_for_the_recipe(project):
