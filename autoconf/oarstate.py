@@ -5,7 +5,8 @@ far cheaper than one `oarnodes` Perl process per question): every resource, or o
 the other hosts' highest cpu/core/thread ids. Writes go through OAR's own code: a node's
 resources are added in one OAR::IO transaction (autoconf.oaradd), states and removals through
 OAR's admin commands (`oarnodesetting`, `oarremoveresource`), always as argument lists. State
-changes are applied asynchronously by oar-server, hence `wait_for_state`.
+changes are applied asynchronously by oar-server, hence `wait_for_state` and
+`change_state`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _HOST_QUERY = (
     + "), 'top', (SELECT json_build_object('cpu', max(cpu), 'core', max(core), 'thread',"
     " max(thread)) FROM resources WHERE network_address <> '{host}'))"
 )
+REASK_SECONDS = 1.0  # a state request oar-server dropped is asked again after this long
 _HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # what may go into the queries above
 # The jobs not finished yet (OAR's states before Terminated/Error), with the hosts they hold.
 JOB_STATES_LIVE = ("Waiting", "Hold", "toLaunch", "toAckReservation", "Launching", "Running",
@@ -259,21 +261,44 @@ class Oar:
         """Delete a Dead resource."""
         self._admin(["oarremoveresource", str(resource_id)])
 
+    def change_state(
+        self, host: str, state: str, timeout: float = 60.0, interval: float = 0.2
+    ) -> list[OarResource]:
+        """Move every resource of `host` to `state` and wait until oar-server has; its resources.
+
+        oar-server can drop a request: `oarnodesetting` writes it as the resources' next_state,
+        and a change its node checker makes in the same instant (a resource found unreachable
+        set Suspected) puts next_state back to UnChanged. A resource found that way, not yet in
+        `state`, is asked again, at most every REASK_SECONDS.
+        """
+        self.set_state(host, state)
+        return self._wait(host, state, timeout, interval, reask=True)
+
     def wait_for_state(
         self, host: str, state: str, timeout: float = 60.0, interval: float = 0.2
     ) -> list[OarResource]:
         """Poll until every resource of `host` is in `state`; its resources, or OarError."""
-        deadline = time.monotonic() + timeout
+        return self._wait(host, state, timeout, interval, reask=False)
+
+    def _wait(self, host: str, state: str, timeout: float, interval: float,
+              reask: bool) -> list[OarResource]:
+        asked = time.monotonic()
+        deadline = asked + timeout
         while True:
             current = self.host_resources(host)
             if all(r.state == state for r in current):
                 return current
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 states = sorted({r.state for r in current})
                 raise OarError(
                     f"{host}: oar-server did not set {state} within {timeout:g} s "
                     f"(still {', '.join(states)}; is oar-server running?)"
                 )
+            if reask and now - asked >= REASK_SECONDS and any(
+                    r.state != state and r.next_state == "UnChanged" for r in current):
+                self.set_state(host, state)
+                asked = now
             time.sleep(interval)
 
     def _admin(self, argv: Sequence[str]) -> None:

@@ -263,8 +263,7 @@ class Registry:
     def _retire(self, host: str, resources: list[OarResource]) -> None:
         """Set the host's resources Dead (oar-server applies it) and remove them."""
         if any(r.state != "Dead" for r in resources):
-            self.oar.set_state(host, "Dead")
-            self.oar.wait_for_state(host, "Dead", timeout=self.settings.state_timeout)
+            self.oar.change_state(host, "Dead", timeout=self.settings.state_timeout)
         for resource in resources:
             self.oar.remove(resource.resource_id)
         _log(f"{host}: topology changed, {len(resources)} old resources removed")

@@ -819,8 +819,7 @@ def test_real_oar_node_joins_rejoins_after_being_forgotten_and_goes_absent(
         assert {r.state for r in oar_server.host_resources(host)} == {"Alive"}
 
         # The server forgot the node (its database was reset): the watcher registers it again.
-        oar_server.set_state(host, "Dead")
-        for row in oar_server.wait_for_state(host, "Dead", timeout=60):
+        for row in oar_server.change_state(host, "Dead", timeout=60):
             oar_server.remove(row.resource_id)
         assert oar_server.host_resources(host) == []
         later = registry.clock() + 10  # the watcher's poll comes after the polls' snapshot aged

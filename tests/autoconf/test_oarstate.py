@@ -178,8 +178,7 @@ def test_real_oar_logs_when_a_resource_went_alive_and_knows_no_unknown_job(oar_s
         assert row.resource_id not in oar_server.alive_since(int(time.time()) + 3600)
         assert oar_server.job_states([2**31 - 1]) == {}
     finally:
-        oar_server.set_state(host, "Dead")
-        for r in oar_server.wait_for_state(host, "Dead", timeout=60):
+        for r in oar_server.change_state(host, "Dead", timeout=60):
             oar_server.remove(r.resource_id)
 
 
@@ -210,3 +209,61 @@ def test_a_read_finds_psql_on_that_path(conf):
     Oar(conf, psql).resources()
     [(argv, env)] = psql.calls
     assert argv[0] == "psql" and env["PATH"] == oarstate.client_path()
+
+
+class StateRequests:
+    """oar-server for one resource of node-1: `oarnodesetting -s` writes next_state, then each
+    read applies what `outcomes` says the server did with the request: "applied" (the state
+    changes), "pending" (next_state still the request) or "dropped" (its node checker changed
+    the resource in the same instant: Suspected, next_state back to UnChanged)."""
+
+    def __init__(self, outcomes: list[str]) -> None:
+        self.outcomes = outcomes
+        self.row = {"resource_id": 1, "network_address": "node-1", "state": "Alive",
+                    "next_state": "UnChanged", "cpu": 1, "core": 1, "thread": None,
+                    "cpuset": "0", "mem": 1}
+        self.asked: list[str] = []
+
+    def __call__(self, argv, env=None, timeout=None, **kwargs):
+        if argv[0] == "oarnodesetting":
+            self.asked.append(argv[argv.index("-s") + 1])
+            self.row["next_state"] = self.asked[-1]
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        if self.row["next_state"] != "UnChanged" and self.outcomes:
+            outcome = self.outcomes.pop(0)
+            if outcome == "applied":
+                self.row.update(state=self.row["next_state"], next_state="UnChanged")
+            elif outcome == "dropped":
+                self.row.update(state="Suspected", next_state="UnChanged")
+        answer = {"mine": [self.row], "top": {"cpu": None, "core": None, "thread": None}}
+        return subprocess.CompletedProcess(argv, 0, json.dumps(answer), "")
+
+
+def test_a_state_request_oar_dropped_is_asked_again(tmp_path, monkeypatch):
+    conf = tmp_path / "oar.conf"
+    conf.write_text(CONF)
+    monkeypatch.setattr(oarstate, "REASK_SECONDS", 0)
+    server = StateRequests(["dropped", "pending", "pending", "applied"])
+    (row,) = Oar(conf, run=server).change_state("node-1", "Dead", timeout=5, interval=0)
+    assert row.state == "Dead"
+    assert server.asked == ["Dead", "Dead"]  # once more after the drop, not while pending
+
+
+def test_a_pending_state_request_is_waited_for_not_repeated(tmp_path, monkeypatch):
+    conf = tmp_path / "oar.conf"
+    conf.write_text(CONF)
+    monkeypatch.setattr(oarstate, "REASK_SECONDS", 0)
+    server = StateRequests(["pending"] * 5 + ["applied"])
+    assert Oar(conf, run=server).change_state("node-1", "Absent", timeout=5, interval=0)[
+        0].state == "Absent"
+    assert server.asked == ["Absent"]
+
+
+def test_waiting_for_a_state_asks_nothing_and_names_the_state_it_saw(tmp_path):
+    conf = tmp_path / "oar.conf"
+    conf.write_text(CONF)
+    server = StateRequests([])
+    with pytest.raises(OarError, match=r"node-1: oar-server did not set Dead within 0.1 s "
+                                       r"\(still Alive; is oar-server running\?\)"):
+        Oar(conf, run=server).wait_for_state("node-1", "Dead", timeout=0.1, interval=0.01)
+    assert server.asked == []

@@ -68,6 +68,10 @@ class FakeOar:
         self.calls.append(["oarnodesetting", "-n", "-s", state, "-h", host])
         self.rows = [replace(r, state=state) if r.host == host else r for r in self.rows]
 
+    def change_state(self, host: str, state: str, timeout: float = 60) -> list[OarResource]:
+        self.set_state(host, state)
+        return self.wait_for_state(host, state, timeout)
+
     def wait_for_state(self, host: str, state: str, timeout: float = 60) -> list[OarResource]:
         if any(r.state != state for r in self.host_resources(host)):
             raise OarError("not yet")
