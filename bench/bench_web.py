@@ -8,7 +8,10 @@ every figure is measured in this run, on the server VM, in one ssh session (ON_S
 - `oarnodes_cpu_ms`: the same for one `oarnodes -J` run on the server (the baseline: what a
   page built on OAR's own command would cost per refresh); target page/oarnodes <= 0.5;
 - `api_resources_s`: wall time of `GET /oarapi/resources.json` (HTTP basic auth, from this
-  machine) against `oarnodes_s`, `oarnodes -J` on the server; target api/oarnodes <= 3.
+  machine) against `oarnodes_s`, `oarnodes -J` on the server; target api/oarnodes <= 3;
+- `web_server_mib`: the RAM the web tools hold on the server once all that was served: the
+  process memory (cgroup v2 `anon`) of apache2.service, which runs Monika, Drawgantt, the
+  REST API and the cluster page's mod_wsgi daemon (no target: the note's figure).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ page = cost(lambda: urllib.request.urlopen('http://127.0.0.1/cluster.json', time
 print(json.dumps({"idle_rate": rate, "page": page, "oarnodes_cpu": cost(oarnodes, 3),
                   "oarnodes_s": statistics.median(wall(oarnodes) for _ in range(5))}))
 """.replace("IDLE_S", str(IDLE_S)).replace("REFRESHES", str(REFRESHES))
+WEB_MEMORY = ("awk '$1 == \"anon\" {print $2}'"
+              " /sys/fs/cgroup/system.slice/apache2.service/memory.stat")
 
 
 def _get(url: str, auth: str | None = None) -> float:
@@ -82,6 +87,9 @@ def run() -> dict:
                                          timeout=1200).stdout)
         login = f"{account.user}:{account.password}"
         api = statistics.median(_get(base + "/oarapi/resources.json", login) for _ in range(5))
+        _get(base + "/monika", login)
+        _get(base + "/drawgantt-svg/drawgantt-svg.php", login)
+        web_bytes = int(remote.run(WEB_MEMORY, timeout=300).stdout)
     page, oarnodes_cpu = measured["page"], measured["oarnodes_cpu"]
     idle_rate, oarnodes = measured["idle_rate"], measured["oarnodes_s"]
     page_ratio, api_ratio = page / oarnodes_cpu, api / oarnodes
@@ -89,7 +97,7 @@ def run() -> dict:
         "page_cpu_ms": round(page * 1000), "oarnodes_cpu_ms": round(oarnodes_cpu * 1000),
         "idle_cpu_ms_per_s": round(idle_rate * 1000), "api_resources_s": round(api, 2),
         "oarnodes_s": round(oarnodes, 2), "page_ratio": round(page_ratio, 2),
-        "api_ratio": round(api_ratio, 2),
+        "api_ratio": round(api_ratio, 2), "web_server_mib": round(web_bytes / 2**20, 1),
         "verdicts": [verdict("page CPU / oarnodes -J CPU", page_ratio, PAGE_TARGET),
                      verdict("GET /oarapi/resources / oarnodes -J", api_ratio, API_TARGET)],
     }  # fmt: skip
